@@ -1,0 +1,1212 @@
+//! The engine: meta handlers, publish, the in-process API, expiry.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::channel::{ChannelId, ChannelKind, ChannelPattern};
+use crate::codec::{Advice, Limits, Message, MessageId, Reply, encode_delivery};
+use crate::error::{Error, Failure, Reconnect};
+use crate::ext::{
+    Decision, Extension, Listener, RemoveReason, RequestContext, SecurityPolicy,
+};
+use crate::router::Router;
+use crate::session::{
+    Delivery, LocalCallback, Offer, OverflowPolicy, Session, SessionId, TransportKind, Wake,
+};
+
+/// Engine settings. Every field has a default matching CometD's where CometD has one.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long a `/meta/connect` is held with nothing to deliver, ms (advice `timeout`).
+    pub timeout_ms: u64,
+    /// Pause the client makes between connects, ms (advice `interval`).
+    pub interval_ms: u64,
+    /// A session with no `/meta/connect` for `interval + max_interval` ms is removed.
+    pub max_interval_ms: u64,
+    /// Upper bound on a client-requested `advice.timeout`, ms.
+    pub max_client_timeout_ms: u64,
+    /// Connection types offered, in order of preference.
+    pub transports: Vec<TransportKind>,
+    /// Bound of each session's outbound queue (messages).
+    pub max_queue: usize,
+    /// What happens at that bound.
+    pub overflow: OverflowPolicy,
+    /// Maximum number of sessions; handshakes beyond it are refused.
+    pub max_sessions: usize,
+    /// Maximum subscriptions of one session.
+    pub max_subscriptions: usize,
+    /// Whether a publisher receives its own broadcast when subscribed.
+    pub broadcast_to_publisher: bool,
+    /// Long polls held at once per browser (HTTP/1.1); 0 means unlimited.
+    pub max_sessions_per_browser: usize,
+    /// Interval advised to the extra sessions of one browser, ms.
+    pub multi_session_interval_ms: u64,
+    /// Refuse messages of browser-bound sessions that arrive without a browser id.
+    pub strict_browser: bool,
+    /// Advertise `maxInterval` in advice so clients re-handshake by themselves.
+    pub advertise_max_interval: bool,
+    /// Codec limits.
+    pub limits: Limits,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            timeout_ms: 30_000,
+            interval_ms: 0,
+            max_interval_ms: 10_000,
+            max_client_timeout_ms: 120_000,
+            transports: vec![
+                TransportKind::WebSocket,
+                TransportKind::LongPolling,
+                TransportKind::CallbackPolling,
+            ],
+            max_queue: 4096,
+            overflow: OverflowPolicy::DropOldest,
+            max_sessions: 100_000,
+            max_subscriptions: 1024,
+            broadcast_to_publisher: true,
+            max_sessions_per_browser: 1,
+            multi_session_interval_ms: 2000,
+            strict_browser: false,
+            advertise_max_interval: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Cross-node fan-out seam: a publish or a per-principal delivery made on this node is offered to
+/// the backplane after local delivery, already serialized.
+pub trait Backplane: Send + Sync {
+    /// A broadcast published on this node.
+    fn publish(&self, channel: &ChannelId, message: &Bytes);
+    /// A delivery to every session of `principal`, made on this node.
+    fn deliver_to_principal(&self, principal: &str, message: &Bytes);
+}
+
+/// Engine counters, for metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Inbound messages handled.
+    pub messages_in: AtomicU64,
+    /// Messages put in session queues or handed to local sessions.
+    pub deliveries: AtomicU64,
+    /// Messages dropped at a full queue.
+    pub queue_drops: AtomicU64,
+    /// Sessions created.
+    pub sessions_created: AtomicU64,
+    /// Sessions removed.
+    pub sessions_removed: AtomicU64,
+    /// Connects currently held.
+    pub held_connects: AtomicU64,
+}
+
+/// The answer to a batch.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Serialized replies (and, in connect replies, deliveries), in order.
+    pub replies: Vec<Bytes>,
+    /// A `/meta/connect` to hold: complete it with [`Engine::finish_hold`].
+    pub hold: Option<Hold>,
+    /// The session the batch was about (created by a handshake, or named by the messages).
+    pub session: Option<Arc<Session>>,
+    /// Whether a handshake created `session` in this batch.
+    pub handshake: bool,
+}
+
+/// A held `/meta/connect`: "answer when this session has messages, or at `deadline`".
+#[derive(Debug)]
+pub struct Hold {
+    session: Arc<Session>,
+    generation: u64,
+    deadline: Instant,
+    request: Message,
+    browser_slot: Option<Arc<str>>,
+    engine: Engine,
+    finished: bool,
+}
+
+impl Hold {
+    /// When the connect must be answered at the latest.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The session.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// Ready when messages arrive, a newer connect supersedes this one, or the session ends.
+    pub fn poll_wake(&self, cx: &mut Context<'_>) -> Poll<Wake> {
+        self.session.poll_hold(cx, self.generation)
+    }
+
+    /// Waits for [`Hold::poll_wake`].
+    pub async fn wake(&self) -> Wake {
+        std::future::poll_fn(|cx| self.poll_wake(cx)).await
+    }
+
+    fn release(&mut self, now: Option<Instant>) -> bool {
+        if self.finished {
+            return false;
+        }
+        self.finished = true;
+        self.engine
+            .inner
+            .stats
+            .held_connects
+            .fetch_sub(1, Ordering::Relaxed);
+        if let Some(b) = self.browser_slot.take() {
+            self.engine.release_browser(&b);
+        }
+        let mut st = self.session.state.lock();
+        if st.hold_gen == self.generation {
+            st.held = false;
+            st.last_seen = now.unwrap_or(self.deadline).max(st.last_seen);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        // The client went away before the answer: the session starts expiring from the
+        // deadline the connect would have had.
+        self.release(None);
+    }
+}
+
+struct Inner {
+    config: EngineConfig,
+    sessions: DashMap<Arc<str>, Arc<Session>>,
+    by_principal: DashMap<Arc<str>, Vec<Arc<Session>>>,
+    browsers: DashMap<Arc<str>, usize>,
+    router: Router,
+    extensions: RwLock<Arc<Vec<Arc<dyn Extension>>>>,
+    policy: RwLock<Option<Arc<dyn SecurityPolicy>>>,
+    listeners: RwLock<Arc<Vec<Arc<dyn Listener>>>>,
+    backplane: RwLock<Option<Arc<dyn Backplane>>>,
+    stats: Stats,
+}
+
+/// The Bayeux engine. Cheap to clone; all clones share state.
+///
+/// ```
+/// use std::time::Instant;
+/// use bayeux_core::{decode_batch, Engine, EngineConfig, RequestContext, TransportKind};
+///
+/// let engine = Engine::new(EngineConfig::default());
+/// let ctx = RequestContext::new(TransportKind::LongPolling);
+/// let now = Instant::now();
+/// let batch = decode_batch(br#"[{"channel":"/meta/handshake","version":"1.0",
+///     "supportedConnectionTypes":["long-polling"],"id":"1"}]"#, &Default::default()).unwrap();
+/// let out = engine.handle_batch(&ctx, batch, now);
+/// let reply: serde_json::Value = serde_json::from_slice(&out.replies[0]).unwrap();
+/// assert_eq!(reply["successful"], true);
+/// let client_id = reply["clientId"].as_str().unwrap();
+///
+/// // Server-side publish reaches subscribed sessions.
+/// let sub = format!(r#"[{{"channel":"/meta/subscribe","clientId":"{client_id}","subscription":"/news"}}]"#);
+/// engine.handle_batch(&ctx, decode_batch(sub.as_bytes(), &Default::default()).unwrap(), now);
+/// assert_eq!(engine.publish_json("/news", &"hello").unwrap(), 1);
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("sessions", &self.inner.sessions.len())
+            .field("channels", &self.inner.router.len())
+            .finish()
+    }
+}
+
+fn valid_id(id: &MessageId) -> bool {
+    let s = id.as_str();
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+impl Engine {
+    /// A new engine with no sessions.
+    pub fn new(config: EngineConfig) -> Engine {
+        Engine {
+            inner: Arc::new(Inner {
+                config,
+                sessions: DashMap::new(),
+                by_principal: DashMap::new(),
+                browsers: DashMap::new(),
+                router: Router::default(),
+                extensions: RwLock::new(Arc::new(Vec::new())),
+                policy: RwLock::new(None),
+                listeners: RwLock::new(Arc::new(Vec::new())),
+                backplane: RwLock::new(None),
+                stats: Stats::default(),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Number of live sessions (remote and local).
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// Number of subscribed channel names and patterns.
+    pub fn channel_count(&self) -> usize {
+        self.inner.router.len()
+    }
+
+    /// Registers an extension; extensions run in registration order.
+    pub fn add_extension(&self, ext: Arc<dyn Extension>) {
+        let mut w = self.inner.extensions.write();
+        let mut v = (**w).clone();
+        v.push(ext);
+        *w = Arc::new(v);
+    }
+
+    /// Sets the security policy.
+    pub fn set_security_policy(&self, policy: Arc<dyn SecurityPolicy>) {
+        *self.inner.policy.write() = Some(policy);
+    }
+
+    /// Registers a listener.
+    pub fn add_listener(&self, listener: Arc<dyn Listener>) {
+        let mut w = self.inner.listeners.write();
+        let mut v = (**w).clone();
+        v.push(listener);
+        *w = Arc::new(v);
+    }
+
+    /// Installs the cross-node backplane.
+    pub fn set_backplane(&self, backplane: Arc<dyn Backplane>) {
+        *self.inner.backplane.write() = Some(backplane);
+    }
+
+    fn listeners(&self) -> Arc<Vec<Arc<dyn Listener>>> {
+        self.inner.listeners.read().clone()
+    }
+
+    fn extensions(&self) -> Arc<Vec<Arc<dyn Extension>>> {
+        self.inner.extensions.read().clone()
+    }
+
+    /// Looks a session up by id.
+    pub fn session(&self, id: &str) -> Option<Arc<Session>> {
+        self.inner.sessions.get(id).map(|s| s.clone())
+    }
+
+    /// The live sessions of `principal`.
+    pub fn sessions_of(&self, principal: &str) -> Vec<Arc<Session>> {
+        self.inner
+            .by_principal
+            .get(principal)
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    fn advice(&self, reconnect: Reconnect, session: Option<&Session>) -> Advice {
+        let c = &self.inner.config;
+        let (timeout, interval) = match session {
+            Some(s) => {
+                let st = s.state.lock();
+                (
+                    st.timeout.unwrap_or(c.timeout_ms),
+                    st.interval.unwrap_or(c.interval_ms),
+                )
+            }
+            None => (c.timeout_ms, c.interval_ms),
+        };
+        Advice {
+            reconnect,
+            interval: if reconnect == Reconnect::Handshake {
+                0
+            } else {
+                interval
+            },
+            timeout,
+            max_interval: c.advertise_max_interval.then_some(c.max_interval_ms),
+            multiple_clients: false,
+        }
+    }
+
+    fn failure(&self, msg: &Message, channel: Option<&str>, failure: Failure) -> Reply {
+        let mut r = Reply::new(channel, msg.id.clone(), false);
+        r.error = Some(failure.error_string());
+        r.advice = Some(self.advice(failure.reconnect(), None));
+        if let Some(sub) = &msg.subscription
+            && matches!(channel, Some("/meta/subscribe" | "/meta/unsubscribe"))
+        {
+            r.subscription = Some(sub.clone());
+        }
+        r
+    }
+
+    /// Finds the session a message names, checking that the request may use it: the session
+    /// exists and is open, and the request's principal and browser are the session's own.
+    fn find_session(&self, ctx: &RequestContext, msg: &Message) -> Result<Arc<Session>, Failure> {
+        let id = msg.client_id.as_deref().ok_or(Failure::SessionUnknown)?;
+        let session = self.session(id).ok_or(Failure::SessionUnknown)?;
+        if session.is_local() || session.is_closed() {
+            return Err(Failure::SessionUnknown);
+        }
+        if session.principal() != ctx.principal.as_deref() {
+            return Err(Failure::SessionUnknown);
+        }
+        match (session.browser(), ctx.browser.as_deref()) {
+            (Some(a), Some(b)) if a != b => return Err(Failure::SessionUnknown),
+            (Some(_), None) if self.inner.config.strict_browser => {
+                return Err(Failure::SessionUnknown);
+            }
+            _ => {}
+        }
+        Ok(session)
+    }
+
+    /// Handles one decoded batch from a remote client.
+    ///
+    /// A `/meta/handshake` travels alone: when a batch holds one, the other messages are ignored
+    /// (Bayeux 1.0, 4.1.1). At most one connect per batch is held; a second one in the same batch
+    /// supersedes the first.
+    pub fn handle_batch(
+        &self,
+        ctx: &RequestContext,
+        batch: Vec<Message>,
+        now: Instant,
+    ) -> Outcome {
+        let mut out = Outcome::default();
+        let handshake_at = batch
+            .iter()
+            .position(|m| m.channel.as_deref() == Some("/meta/handshake"));
+        let batch: Vec<Message> = match handshake_at {
+            Some(i) => batch.into_iter().skip(i).take(1).collect(),
+            None => batch,
+        };
+        let extensions = self.extensions();
+        for mut msg in batch {
+            self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+            let session = msg.client_id.as_deref().and_then(|id| self.session(id));
+            if !extensions
+                .iter()
+                .all(|e| e.incoming(session.as_ref(), &mut msg))
+            {
+                let reply = self.failure(&msg, msg.channel.as_deref(), Failure::MessageDeleted);
+                out.replies.push(reply.encode());
+                continue;
+            }
+            let (reply, session) = self.handle_one(ctx, &msg, now, &mut out);
+            if let Some(mut reply) = reply {
+                for e in extensions.iter() {
+                    e.outgoing(session.as_ref(), &msg, &mut reply);
+                }
+                out.replies.push(reply.encode());
+            }
+            if out.session.is_none() {
+                out.session = session;
+            }
+        }
+        out
+    }
+
+    fn handle_one(
+        &self,
+        ctx: &RequestContext,
+        msg: &Message,
+        now: Instant,
+        out: &mut Outcome,
+    ) -> (Option<Reply>, Option<Arc<Session>>) {
+        let Some(channel) = msg.channel.as_deref() else {
+            return (Some(self.failure(msg, None, Failure::ChannelMissing)), None);
+        };
+        if let Some(id) = &msg.id
+            && !valid_id(id)
+        {
+            return (
+                Some(self.failure(msg, Some(channel), Failure::MessageIdInvalid)),
+                None,
+            );
+        }
+        let result = match channel {
+            "/meta/handshake" => self.handshake(ctx, msg, now).map(|(r, s)| {
+                out.handshake = true;
+                (Some(r), s)
+            }),
+            "/meta/connect" => self.connect(ctx, msg, now, out),
+            "/meta/subscribe" => self.subscribe(ctx, msg).map(|(r, s)| (Some(r), s)),
+            "/meta/unsubscribe" => self.unsubscribe(ctx, msg).map(|(r, s)| (Some(r), s)),
+            "/meta/disconnect" => self.disconnect(ctx, msg).map(|(r, s)| (Some(r), s)),
+            _ => self.publish_remote(ctx, msg).map(|(r, s)| (Some(r), s)),
+        };
+        match result {
+            Ok((r, s)) => (r, Some(s)),
+            Err(f) => (Some(self.failure(msg, Some(channel), f)), None),
+        }
+    }
+
+    fn handshake(
+        &self,
+        ctx: &RequestContext,
+        msg: &Message,
+        now: Instant,
+    ) -> Result<(Reply, Arc<Session>), Failure> {
+        let c = &self.inner.config;
+        if let Some(min) = msg.minimum_version.as_deref()
+            && min.split('.').next().and_then(|m| m.trim().parse::<u32>().ok()).unwrap_or(1) > 1
+        {
+            return Err(Failure::VersionUnsupported);
+        }
+        if !c.transports.contains(&ctx.transport) {
+            return Err(Failure::ConnectionTypeUnsupported);
+        }
+        if let Some(types) = &msg.supported_connection_types
+            && !types
+                .iter()
+                .filter_map(|t| TransportKind::from_name(t))
+                .any(|t| c.transports.contains(&t))
+        {
+            return Err(Failure::ConnectionTypeUnsupported);
+        }
+        if self.inner.sessions.len() >= c.max_sessions {
+            return Err(Failure::TooManySessions);
+        }
+        if let Some(policy) = self.inner.policy.read().clone() {
+            match policy.can_handshake(ctx, msg) {
+                Decision::Allow => {}
+                Decision::Deny(r) => return Err(Failure::HandshakeDenied(r)),
+                Decision::Unauthenticated(m) => return Err(Failure::Unauthorized(m)),
+            }
+        }
+        let session = Arc::new(Session::new(
+            ctx.principal.clone(),
+            ctx.browser.clone(),
+            ctx.transport,
+            None,
+            c.max_queue,
+            c.overflow,
+            now,
+        ));
+        self.apply_client_advice(&session, msg);
+        self.add_session(&session);
+        let mut r = Reply::new(Some("/meta/handshake"), msg.id.clone(), true);
+        r.version = Some("1.0");
+        r.minimum_version = Some("1.0");
+        r.client_id = Some(session.id().as_str().to_owned());
+        r.supported_connection_types =
+            Some(c.transports.iter().map(|t| t.name().to_owned()).collect());
+        r.advice = Some(self.advice(Reconnect::Retry, Some(&session)));
+        Ok((r, session))
+    }
+
+    fn add_session(&self, session: &Arc<Session>) {
+        self.inner
+            .sessions
+            .insert(Arc::from(session.id().as_str()), session.clone());
+        if let Some(p) = session.principal() {
+            self.inner
+                .by_principal
+                .entry(Arc::from(p))
+                .or_default()
+                .push(session.clone());
+        }
+        self.inner
+            .stats
+            .sessions_created
+            .fetch_add(1, Ordering::Relaxed);
+        for l in self.listeners().iter() {
+            l.session_added(session);
+        }
+    }
+
+    fn apply_client_advice(&self, session: &Session, msg: &Message) {
+        let Some(advice) = &msg.advice else { return };
+        let c = &self.inner.config;
+        let mut st = session.state.lock();
+        if let Some(t) = advice.timeout.filter(|t| t.is_finite() && *t >= 0.0) {
+            st.timeout = Some((t as u64).min(c.max_client_timeout_ms));
+        }
+        if let Some(i) = advice.interval.filter(|i| i.is_finite() && *i >= 0.0) {
+            st.interval = Some((i as u64).min(c.max_interval_ms));
+        }
+    }
+
+    fn connect(
+        &self,
+        ctx: &RequestContext,
+        msg: &Message,
+        now: Instant,
+        out: &mut Outcome,
+    ) -> Result<(Option<Reply>, Arc<Session>), Failure> {
+        let session = self.find_session(ctx, msg)?;
+        if let Some(ct) = msg.connection_type.as_deref()
+            && TransportKind::from_name(ct).is_none_or(|t| !self.inner.config.transports.contains(&t))
+        {
+            return Err(Failure::ConnectionTypeUnsupported);
+        }
+        // This session's hold time for this connect: the client's advice overrides the default,
+        // for this connect only when it asks for 0 (an immediate answer).
+        let immediate_request = msg.advice.as_ref().and_then(|a| a.timeout) == Some(0.0);
+        if !immediate_request {
+            self.apply_client_advice(&session, msg);
+        }
+        let timeout = {
+            let st = session.state.lock();
+            st.timeout.unwrap_or(self.inner.config.timeout_ms)
+        };
+        // Multiple clients: a second long poll from the same browser is answered at once.
+        let c = &self.inner.config;
+        let mut browser_slot = None;
+        let mut multiple = false;
+        let mut st = session.state.lock();
+        let first = !st.connected;
+        st.connected = true;
+        let pending = !st.queue.is_empty() && session.connect_only()
+            || st.ack.as_ref().is_some_and(|a| !a.unacked.is_empty());
+        let hold = !first && !immediate_request && timeout > 0 && !pending;
+        if hold
+            && ctx.transport.is_polling()
+            && !ctx.http2
+            && c.max_sessions_per_browser > 0
+            && let Some(b) = session.browser()
+        {
+            if self.take_browser(b) {
+                browser_slot = Some(Arc::from(b));
+            } else {
+                multiple = true;
+            }
+        }
+        // A newer connect supersedes the held one, whatever this one does.
+        st.hold_gen += 1;
+        if let Some(w) = st.waker.take() {
+            w.wake();
+        }
+        if hold && !multiple {
+            st.held = true;
+            let generation = st.hold_gen;
+            drop(st);
+            self.inner
+                .stats
+                .held_connects
+                .fetch_add(1, Ordering::Relaxed);
+            out.hold = Some(Hold {
+                session: session.clone(),
+                generation,
+                deadline: now + Duration::from_millis(timeout),
+                request: msg.clone(),
+                browser_slot,
+                engine: self.clone(),
+                finished: false,
+            });
+            return Ok((None, session));
+        }
+        st.held = false;
+        st.last_seen = now;
+        let messages = Session::drain_for_connect(&mut st);
+        drop(st);
+        out.replies.extend(messages);
+        let mut r = Reply::new(Some("/meta/connect"), msg.id.clone(), true);
+        let mut advice = self.advice(Reconnect::Retry, Some(&session));
+        if multiple {
+            advice.multiple_clients = true;
+            advice.interval = c.multi_session_interval_ms;
+        }
+        r.advice = Some(advice);
+        Ok((Some(r), session))
+    }
+
+    fn take_browser(&self, browser: &str) -> bool {
+        let mut e = self.inner.browsers.entry(Arc::from(browser)).or_insert(0);
+        if *e >= self.inner.config.max_sessions_per_browser {
+            false
+        } else {
+            *e += 1;
+            true
+        }
+    }
+
+    fn release_browser(&self, browser: &str) {
+        self.inner.browsers.remove_if_mut(browser, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+
+    /// Completes a held connect: the reply carries the session's queued messages (unless the
+    /// connect was superseded by a newer one) followed by the `/meta/connect` reply.
+    pub fn finish_hold(&self, mut hold: Hold, now: Instant) -> Vec<Bytes> {
+        let current = hold.release(Some(now));
+        let session = hold.session.clone();
+        let mut out = Vec::new();
+        let mut r = Reply::new(Some("/meta/connect"), hold.request.id.clone(), true);
+        if session.is_closed() {
+            r.successful = false;
+            r.error = Some(Failure::SessionUnknown.error_string());
+            r.advice = Some(self.advice(Reconnect::Handshake, None));
+        } else {
+            if current {
+                let mut st = session.state.lock();
+                out = Session::drain_for_connect(&mut st);
+            }
+            r.advice = Some(self.advice(Reconnect::Retry, Some(&session)));
+        }
+        for e in self.extensions().iter() {
+            e.outgoing(Some(&session), &hold.request, &mut r);
+        }
+        out.push(r.encode());
+        out
+    }
+
+    fn parse_subscription(&self, msg: &Message) -> Result<Vec<ChannelPattern>, Failure> {
+        let sub = msg
+            .subscription
+            .as_ref()
+            .ok_or(Failure::SubscriptionMissing)?;
+        if sub.names().is_empty() {
+            return Err(Failure::SubscriptionMissing);
+        }
+        sub.names()
+            .iter()
+            .map(|n| ChannelPattern::parse(n).map_err(|_| Failure::SubscriptionInvalid))
+            .collect()
+    }
+
+    fn subscribe(
+        &self,
+        ctx: &RequestContext,
+        msg: &Message,
+    ) -> Result<(Reply, Arc<Session>), Failure> {
+        let session = self.find_session(ctx, msg)?;
+        let patterns = self.parse_subscription(msg)?;
+        let policy = self.inner.policy.read().clone();
+        for p in &patterns {
+            if p.kind() == ChannelKind::Meta {
+                return Err(Failure::SubscribeDenied("denied_by_security_policy".into()));
+            }
+            if let Some(policy) = &policy
+                && let Decision::Deny(r) | Decision::Unauthenticated(r) =
+                    policy.can_subscribe(&session, p, msg)
+            {
+                return Err(Failure::SubscribeDenied(r));
+            }
+        }
+        {
+            let st = session.state.lock();
+            let new = patterns
+                .iter()
+                .filter(|p| !st.subscriptions.contains(*p))
+                .count();
+            if st.subscriptions.len() + new > self.inner.config.max_subscriptions {
+                return Err(Failure::SubscribeDenied("too_many_subscriptions".into()));
+            }
+        }
+        let listeners = self.listeners();
+        for p in patterns {
+            // Remote subscriptions to /service/** are accepted but never recorded: service
+            // messages go to server-side sessions only.
+            if p.kind() == ChannelKind::Service {
+                continue;
+            }
+            if self.inner.router.subscribe(&p, &session) {
+                session.state.lock().subscriptions.insert(p.clone());
+                for l in listeners.iter() {
+                    l.subscribed(&session, &p);
+                }
+            }
+        }
+        let mut r = Reply::new(Some("/meta/subscribe"), msg.id.clone(), true);
+        r.subscription = msg.subscription.clone();
+        Ok((r, session))
+    }
+
+    fn unsubscribe(
+        &self,
+        ctx: &RequestContext,
+        msg: &Message,
+    ) -> Result<(Reply, Arc<Session>), Failure> {
+        let session = self.find_session(ctx, msg)?;
+        let patterns = self.parse_subscription(msg)?;
+        let listeners = self.listeners();
+        for p in patterns {
+            if p.kind() == ChannelKind::Service {
+                continue;
+            }
+            let was = session.state.lock().subscriptions.remove(&p);
+            if was {
+                self.inner.router.unsubscribe(&p, session.key());
+                for l in listeners.iter() {
+                    l.unsubscribed(&session, &p);
+                }
+            }
+        }
+        let mut r = Reply::new(Some("/meta/unsubscribe"), msg.id.clone(), true);
+        r.subscription = msg.subscription.clone();
+        Ok((r, session))
+    }
+
+    fn disconnect(
+        &self,
+        ctx: &RequestContext,
+        msg: &Message,
+    ) -> Result<(Reply, Arc<Session>), Failure> {
+        let session = self.find_session(ctx, msg)?;
+        self.remove_session(&session, RemoveReason::Disconnected);
+        let r = Reply::new(Some("/meta/disconnect"), msg.id.clone(), true);
+        Ok((r, session))
+    }
+
+    fn publish_remote(
+        &self,
+        ctx: &RequestContext,
+        msg: &Message,
+    ) -> Result<(Reply, Arc<Session>), Failure> {
+        let name = msg.channel.as_deref().unwrap_or_default();
+        let channel = ChannelId::parse(name).map_err(|_| Failure::ChannelInvalid)?;
+        let session = self.find_session(ctx, msg)?;
+        if channel.kind() == ChannelKind::Meta {
+            return Err(Failure::PublishDenied("denied_by_security_policy".into()));
+        }
+        let data = msg.data.as_ref().ok_or(Failure::DataMissing)?;
+        if let Some(policy) = self.inner.policy.read().clone()
+            && let Decision::Deny(r) | Decision::Unauthenticated(r) =
+                policy.can_publish(&session, &channel, msg)
+        {
+            return Err(Failure::PublishDenied(r));
+        }
+        let ext = msg.ext.as_ref().map(|e| &*e.0);
+        let exclude = (!self.inner.config.broadcast_to_publisher).then(|| session.key());
+        self.route(
+            &channel,
+            &data.0,
+            ext,
+            Some(session.id()),
+            msg.id.as_ref(),
+            exclude,
+        );
+        let r = Reply::new(Some(name), msg.id.clone(), true);
+        Ok((r, session))
+    }
+
+    /// The one fan-out path: local sessions get the message through their callback, remote ones
+    /// get the shared bytes in their queue; broadcast channels then go to the backplane.
+    fn route(
+        &self,
+        channel: &ChannelId,
+        data: &RawValue,
+        ext: Option<&RawValue>,
+        sender: Option<&SessionId>,
+        id: Option<&MessageId>,
+        exclude: Option<u64>,
+    ) -> usize {
+        let kind = channel.kind();
+        let bytes = match kind {
+            ChannelKind::Broadcast => encode_delivery(channel.as_str(), data, ext),
+            _ => Bytes::new(),
+        };
+        let count = self.fan_out(channel, &bytes, kind, data, ext, sender, id, exclude);
+        if kind == ChannelKind::Broadcast {
+            if let Some(bp) = self.inner.backplane.read().clone() {
+                bp.publish(channel, &bytes);
+            }
+            for l in self.listeners().iter() {
+                l.published(channel, count);
+            }
+        }
+        count
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fan_out(
+        &self,
+        channel: &ChannelId,
+        bytes: &Bytes,
+        kind: ChannelKind,
+        data: &RawValue,
+        ext: Option<&RawValue>,
+        sender: Option<&SessionId>,
+        id: Option<&MessageId>,
+        exclude: Option<u64>,
+    ) -> usize {
+        let mut locals: Vec<Arc<Session>> = Vec::new();
+        let mut overflowed: Vec<Arc<Session>> = Vec::new();
+        let mut count = 0usize;
+        self.inner.router.for_each_subscriber(channel, |s| {
+            if Some(s.key()) == exclude {
+                return;
+            }
+            if s.is_local() {
+                locals.push(s.clone());
+            } else if kind == ChannelKind::Broadcast {
+                count += 1;
+                match s.offer(bytes) {
+                    Offer::Queued => {}
+                    Offer::DroppedOldest | Offer::Refused => overflowed.push(s.clone()),
+                    Offer::Closed => count -= 1,
+                }
+            }
+        });
+        for s in &locals {
+            if let Some(cb) = s.local_callback() {
+                cb(&Delivery {
+                    channel,
+                    data,
+                    ext,
+                    sender,
+                    id,
+                });
+                count += 1;
+            }
+        }
+        self.inner
+            .stats
+            .deliveries
+            .fetch_add(count as u64, Ordering::Relaxed);
+        self.handle_overflow(&overflowed);
+        count
+    }
+
+    fn handle_overflow(&self, sessions: &[Arc<Session>]) {
+        if sessions.is_empty() {
+            return;
+        }
+        self.inner
+            .stats
+            .queue_drops
+            .fetch_add(sessions.len() as u64, Ordering::Relaxed);
+        let listeners = self.listeners();
+        for s in sessions {
+            for l in listeners.iter() {
+                l.queue_full(s);
+            }
+            if self.inner.config.overflow == OverflowPolicy::Disconnect {
+                self.remove_session(s, RemoveReason::QueueOverflow);
+            }
+        }
+    }
+
+    /// Publishes `data` (JSON) on a broadcast or service channel from the server. Returns the
+    /// number of local recipients.
+    pub fn publish(&self, channel: &ChannelId, data: &RawValue) -> usize {
+        self.route(channel, data, None, None, None, None)
+    }
+
+    /// Publishes any serializable value on `channel`.
+    pub fn publish_json<T: Serialize + ?Sized>(
+        &self,
+        channel: &str,
+        data: &T,
+    ) -> Result<usize, Error> {
+        let channel = ChannelId::parse(channel)?;
+        let raw = serde_json::value::to_raw_value(data).map_err(|e| Error::Malformed(e.to_string()))?;
+        Ok(self.publish(&channel, &raw))
+    }
+
+    /// Applies a broadcast that another node published (already serialized): local fan-out
+    /// only, never back to the backplane.
+    pub fn publish_from_backplane(&self, channel: &ChannelId, message: &Bytes) -> usize {
+        // Local sessions need the payload; it is only parsed if one is subscribed.
+        #[derive(serde::Deserialize)]
+        struct Env<'a> {
+            #[serde(borrow)]
+            data: &'a RawValue,
+            #[serde(borrow, default)]
+            ext: Option<&'a RawValue>,
+        }
+        let Ok(env) = serde_json::from_slice::<Env<'_>>(message) else {
+            return 0;
+        };
+        self.fan_out(
+            channel,
+            message,
+            channel.kind(),
+            env.data,
+            env.ext,
+            None,
+            None,
+            None,
+        )
+    }
+
+    /// Delivers `data` on `channel` to one session, bypassing subscriptions.
+    pub fn deliver(&self, session: &str, channel: &ChannelId, data: &RawValue) -> Result<(), Error> {
+        let s = self.session(session).ok_or(Error::UnknownSession)?;
+        let bytes = encode_delivery(channel.as_str(), data, None);
+        self.deliver_bytes(&s, channel, data, &bytes)
+    }
+
+    fn deliver_bytes(
+        &self,
+        s: &Arc<Session>,
+        channel: &ChannelId,
+        data: &RawValue,
+        bytes: &Bytes,
+    ) -> Result<(), Error> {
+        if let Some(cb) = s.local_callback() {
+            cb(&Delivery {
+                channel,
+                data,
+                ext: None,
+                sender: None,
+                id: None,
+            });
+            return Ok(());
+        }
+        self.inner.stats.deliveries.fetch_add(1, Ordering::Relaxed);
+        match s.offer(bytes) {
+            Offer::Queued => Ok(()),
+            Offer::Closed => Err(Error::UnknownSession),
+            Offer::DroppedOldest => {
+                self.handle_overflow(std::slice::from_ref(s));
+                Ok(())
+            }
+            Offer::Refused => {
+                self.handle_overflow(std::slice::from_ref(s));
+                Err(Error::QueueFull)
+            }
+        }
+    }
+
+    /// Delivers `data` on `channel` to every session of `principal` on this node, and through
+    /// the backplane to that principal's sessions on other nodes. Returns the local count.
+    pub fn deliver_to_principal(
+        &self,
+        principal: &str,
+        channel: &ChannelId,
+        data: &RawValue,
+    ) -> usize {
+        let bytes = encode_delivery(channel.as_str(), data, None);
+        let n = self.deliver_to_principal_local(principal, channel, data, &bytes);
+        if let Some(bp) = self.inner.backplane.read().clone() {
+            bp.deliver_to_principal(principal, &bytes);
+        }
+        n
+    }
+
+    fn deliver_to_principal_local(
+        &self,
+        principal: &str,
+        channel: &ChannelId,
+        data: &RawValue,
+        bytes: &Bytes,
+    ) -> usize {
+        self.sessions_of(principal)
+            .iter()
+            .filter(|s| self.deliver_bytes(s, channel, data, bytes).is_ok())
+            .count()
+    }
+
+    /// Applies a per-principal delivery made on another node: local sessions only.
+    pub fn deliver_from_backplane(&self, principal: &str, message: &Bytes) -> usize {
+        #[derive(serde::Deserialize)]
+        struct Env<'a> {
+            channel: &'a str,
+            #[serde(borrow)]
+            data: &'a RawValue,
+        }
+        let Ok(env) = serde_json::from_slice::<Env<'_>>(message) else {
+            return 0;
+        };
+        let Ok(channel) = ChannelId::parse(env.channel) else {
+            return 0;
+        };
+        self.deliver_to_principal_local(principal, &channel, env.data, message)
+    }
+
+    /// Creates a local (server-side) session whose deliveries call `callback`.
+    pub fn local_session(
+        &self,
+        principal: Option<&str>,
+        callback: impl Fn(&Delivery<'_>) + Send + Sync + 'static,
+    ) -> LocalSession {
+        let cb: LocalCallback = Arc::new(callback);
+        let session = Arc::new(Session::new(
+            principal.map(Arc::from),
+            None,
+            TransportKind::Local,
+            Some(cb),
+            1,
+            OverflowPolicy::DropOldest,
+            Instant::now(),
+        ));
+        self.add_session(&session);
+        LocalSession {
+            engine: self.clone(),
+            session,
+        }
+    }
+
+    /// Ends a session: its held connect is answered, its subscriptions are removed and it is
+    /// forgotten.
+    pub fn remove_session(&self, session: &Arc<Session>, reason: RemoveReason) -> bool {
+        if self.inner.sessions.remove(session.id().as_str()).is_none() {
+            return false;
+        }
+        if let Some(p) = session.principal() {
+            self.inner.by_principal.remove_if_mut(p, |_, v| {
+                v.retain(|s| s.key() != session.key());
+                v.is_empty()
+            });
+        }
+        let subs: Vec<ChannelPattern> = {
+            let mut st = session.state.lock();
+            st.subscriptions.drain().collect()
+        };
+        session.close();
+        let listeners = self.listeners();
+        for p in &subs {
+            self.inner.router.unsubscribe(p, session.key());
+            for l in listeners.iter() {
+                l.unsubscribed(session, p);
+            }
+        }
+        self.inner
+            .stats
+            .sessions_removed
+            .fetch_add(1, Ordering::Relaxed);
+        for l in listeners.iter() {
+            l.session_removed(session, reason);
+        }
+        true
+    }
+
+    /// Removes remote sessions that have not connected within `interval + maxInterval` of their
+    /// last connect reply (and are not holding a connect now). Returns how many were removed.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let c = &self.inner.config;
+        let expired: Vec<Arc<Session>> = self
+            .inner
+            .sessions
+            .iter()
+            .filter(|e| {
+                let s = e.value();
+                if s.is_local() {
+                    return false;
+                }
+                let st = s.state.lock();
+                let grace = st.interval.unwrap_or(c.interval_ms) + c.max_interval_ms;
+                !st.held && now.saturating_duration_since(st.last_seen) > Duration::from_millis(grace)
+            })
+            .map(|e| e.value().clone())
+            .collect();
+        expired
+            .iter()
+            .filter(|s| self.remove_session(s, RemoveReason::Expired))
+            .count()
+    }
+
+    /// Ends every session (server shutdown): held connects wake with [`Wake::Closed`].
+    pub fn close_all(&self) {
+        let all: Vec<Arc<Session>> = self.inner.sessions.iter().map(|e| e.value().clone()).collect();
+        for s in all {
+            self.remove_session(&s, RemoveReason::Disconnected);
+        }
+    }
+
+    /// Subscribes any session to `pattern` from the server side (no security policy).
+    pub fn subscribe_session(&self, session: &Arc<Session>, pattern: &ChannelPattern) -> bool {
+        if session.is_closed() {
+            return false;
+        }
+        let added = self.inner.router.subscribe(pattern, session);
+        if added {
+            session.state.lock().subscriptions.insert(pattern.clone());
+            for l in self.listeners().iter() {
+                l.subscribed(session, pattern);
+            }
+        }
+        added
+    }
+
+    /// Unsubscribes a session from `pattern` from the server side.
+    pub fn unsubscribe_session(&self, session: &Arc<Session>, pattern: &ChannelPattern) -> bool {
+        let was = session.state.lock().subscriptions.remove(pattern);
+        if was {
+            self.inner.router.unsubscribe(pattern, session.key());
+            for l in self.listeners().iter() {
+                l.unsubscribed(session, pattern);
+            }
+        }
+        was
+    }
+
+    /// Distinct names subscribed across sessions, for diagnostics.
+    pub fn subscribed_names(&self) -> HashSet<String> {
+        self.inner
+            .sessions
+            .iter()
+            .flat_map(|e| e.value().subscriptions())
+            .map(|p| p.as_str().to_owned())
+            .collect()
+    }
+}
+
+/// A server-side session: subscribes with a callback, publishes, and ends when dropped or
+/// disconnected.
+#[derive(Debug)]
+pub struct LocalSession {
+    engine: Engine,
+    session: Arc<Session>,
+}
+
+impl LocalSession {
+    /// The underlying session.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// Subscribes to a channel or pattern (including `/service/**`).
+    pub fn subscribe(&self, pattern: &str) -> Result<(), Error> {
+        let p = ChannelPattern::parse(pattern)?;
+        self.engine.subscribe_session(&self.session, &p);
+        Ok(())
+    }
+
+    /// Unsubscribes.
+    pub fn unsubscribe(&self, pattern: &str) -> Result<(), Error> {
+        let p = ChannelPattern::parse(pattern)?;
+        self.engine.unsubscribe_session(&self.session, &p);
+        Ok(())
+    }
+
+    /// Publishes as this session (it receives its own broadcast only if
+    /// `broadcast_to_publisher`).
+    pub fn publish(&self, channel: &ChannelId, data: &RawValue) -> usize {
+        let exclude =
+            (!self.engine.config().broadcast_to_publisher).then(|| self.session.key());
+        self.engine
+            .route(channel, data, None, Some(self.session.id()), None, exclude)
+    }
+
+    /// Ends the session.
+    pub fn disconnect(&self) {
+        self.engine
+            .remove_session(&self.session, RemoveReason::Disconnected);
+    }
+}
+
+impl Drop for LocalSession {
+    fn drop(&mut self) {
+        self.disconnect();
+    }
+}

@@ -1,0 +1,193 @@
+//! Extension points: the security policy, message extensions and listeners; and the two
+//! extensions CometD clients expect, `ack` and `timesync`.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::channel::{ChannelId, ChannelPattern};
+use crate::codec::{Message, Reply};
+use crate::session::{Session, TransportKind};
+
+/// Who sent a request: the transport and what it authenticated.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The transport the request arrived on.
+    pub transport: TransportKind,
+    /// The principal the transport authenticated (e.g. a user name), if any.
+    pub principal: Option<Arc<str>>,
+    /// The browser id (`BAYEUX_BROWSER` cookie) the request carried, if any.
+    pub browser: Option<Arc<str>>,
+    /// Whether the request came over HTTP/2 (exempt from the multiple-clients limit).
+    pub http2: bool,
+}
+
+impl RequestContext {
+    /// An anonymous request on `transport`.
+    pub fn new(transport: TransportKind) -> RequestContext {
+        RequestContext {
+            transport,
+            principal: None,
+            browser: None,
+            http2: false,
+        }
+    }
+
+    /// Sets the principal.
+    pub fn with_principal(mut self, principal: impl Into<Arc<str>>) -> Self {
+        self.principal = Some(principal.into());
+        self
+    }
+
+    /// Sets the browser id.
+    pub fn with_browser(mut self, browser: impl Into<Arc<str>>) -> Self {
+        self.browser = Some(browser.into());
+        self
+    }
+}
+
+/// A security decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Go ahead.
+    Allow,
+    /// Refused; the reason goes into the args slot of the error string
+    /// (`403:<reason>:publish_denied`).
+    Deny(String),
+    /// Handshake only: the request carried no acceptable credentials (`401::<message>`).
+    Unauthenticated(String),
+}
+
+/// Decides who may handshake, subscribe and publish. The engine itself already refuses remote
+/// use of `/meta/**` and publishing to wildcards; a policy adds application rules.
+pub trait SecurityPolicy: Send + Sync {
+    /// May this request create a session?
+    fn can_handshake(&self, _ctx: &RequestContext, _message: &Message) -> Decision {
+        Decision::Allow
+    }
+    /// May `session` subscribe to `pattern`?
+    fn can_subscribe(
+        &self,
+        _session: &Session,
+        _pattern: &ChannelPattern,
+        _message: &Message,
+    ) -> Decision {
+        Decision::Allow
+    }
+    /// May `session` publish to `channel`?
+    fn can_publish(&self, _session: &Session, _channel: &ChannelId, _message: &Message) -> Decision {
+        Decision::Allow
+    }
+}
+
+/// A message extension: sees every inbound message before the engine handles it, and every reply
+/// before it is encoded, in registration order.
+///
+/// Deliveries are serialized once for all their recipients, so outgoing hooks see replies only
+/// (CometD also runs them on each delivery copy; we trade that for serialize-once).
+pub trait Extension: Send + Sync {
+    /// Inbound message. `session` is the sender's session when the message names a known one.
+    /// Return `false` to delete the message (`404::message_deleted`).
+    fn incoming(&self, _session: Option<&Arc<Session>>, _message: &mut Message) -> bool {
+        true
+    }
+    /// A reply to `request` (meta or publish), before encoding.
+    fn outgoing(&self, _session: Option<&Arc<Session>>, _request: &Message, _reply: &mut Reply) {}
+}
+
+/// Why a session went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveReason {
+    /// The client sent `/meta/disconnect` (or the server disconnected it).
+    Disconnected,
+    /// No `/meta/connect` within `interval + maxInterval`.
+    Expired,
+    /// Its queue overflowed under [`crate::OverflowPolicy::Disconnect`].
+    QueueOverflow,
+}
+
+/// Observes the engine. Every method has an empty default.
+pub trait Listener: Send + Sync {
+    /// A session was created.
+    fn session_added(&self, _session: &Arc<Session>) {}
+    /// A session was removed.
+    fn session_removed(&self, _session: &Arc<Session>, _reason: RemoveReason) {}
+    /// A session subscribed.
+    fn subscribed(&self, _session: &Arc<Session>, _pattern: &ChannelPattern) {}
+    /// A session unsubscribed (explicitly or by going away).
+    fn unsubscribed(&self, _session: &Arc<Session>, _pattern: &ChannelPattern) {}
+    /// A message was published on a broadcast channel; `recipients` local sessions got it.
+    fn published(&self, _channel: &ChannelId, _recipients: usize) {}
+    /// A message met a full queue.
+    fn queue_full(&self, _session: &Arc<Session>) {}
+}
+
+/// CometD's acknowledged-delivery extension (`ext.ack`).
+///
+/// Handshake: a client sending `ext.ack: true` gets `ext.ack: true` back and its session delivers
+/// only inside `/meta/connect` replies, each numbered by `ext.ack: <batch>`. The client returns
+/// the last batch it received on its next connect; until then the batch is kept and re-sent.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AckExtension;
+
+impl Extension for AckExtension {
+    fn incoming(&self, session: Option<&Arc<Session>>, message: &mut Message) -> bool {
+        if message.channel.as_deref() == Some("/meta/connect")
+            && let Some(session) = session
+            && let Some(n) = message.ext_field("ack").and_then(|v| v.as_i64())
+        {
+            session.ack_received(n);
+        }
+        true
+    }
+
+    fn outgoing(&self, session: Option<&Arc<Session>>, request: &Message, reply: &mut Reply) {
+        match (request.channel.as_deref(), session) {
+            (Some("/meta/handshake"), Some(session)) if reply.successful => {
+                if request.ext_field("ack") == Some(Value::Bool(true)) {
+                    session.enable_ack();
+                    reply.set_ext("ack", Value::Bool(true));
+                }
+            }
+            (Some("/meta/connect"), Some(session)) if reply.successful => {
+                if let Some(batch) = session.ack_batch() {
+                    reply.set_ext("ack", json!(batch));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// CometD's timesync extension: answers `ext.timesync {tc, l, o}` on handshake and connect with
+/// `{tc, ts, p, a}` (server time in ms since the epoch; processing time; the client's offset
+/// error).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TimesyncExtension;
+
+impl Extension for TimesyncExtension {
+    fn outgoing(&self, _session: Option<&Arc<Session>>, request: &Message, reply: &mut Reply) {
+        if !matches!(
+            request.channel.as_deref(),
+            Some("/meta/handshake" | "/meta/connect")
+        ) {
+            return;
+        }
+        let Some(Value::Object(ts)) = request.ext_field("timesync") else {
+            return;
+        };
+        let Some(tc) = ts.get("tc").and_then(Value::as_i64) else {
+            return;
+        };
+        let l = ts.get("l").and_then(Value::as_i64).unwrap_or(0);
+        let o = ts.get("o").and_then(Value::as_i64).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        // The client's estimate of server time at reception was tc + o + l.
+        let a = tc + o + l - now;
+        reply.set_ext("timesync", json!({"tc": tc, "ts": now, "p": 0, "a": a}));
+    }
+}

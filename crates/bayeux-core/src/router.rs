@@ -1,0 +1,235 @@
+//! The router: which sessions are subscribed to which channels and patterns, and fan-out.
+//!
+//! Subscriptions live in a concurrent map keyed by the subscribed name (concrete channel or
+//! pattern). A publish on `/a/b/c` looks up `/a/b/c` and, only when wildcard subscriptions exist,
+//! `/a/b/*`, `/a/b/**`, `/a/**` and `/**`. A session matched through several of them receives the
+//! message once. Publishing takes only shard read locks.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+
+use crate::channel::{ChannelId, ChannelPattern, Wildcard};
+use crate::session::Session;
+
+#[derive(Default)]
+struct Subscribers {
+    sessions: RwLock<HashMap<u64, Arc<Session>>>,
+}
+
+/// Subscription table.
+#[derive(Default)]
+pub struct Router {
+    table: DashMap<Arc<str>, Subscribers>,
+    wildcard_entries: AtomicUsize,
+}
+
+impl Router {
+    /// Adds `session` to `pattern`. Returns false if it was already subscribed.
+    pub fn subscribe(&self, pattern: &ChannelPattern, session: &Arc<Session>) -> bool {
+        let entry = self
+            .table
+            .entry(Arc::from(pattern.as_str()))
+            .or_insert_with(|| {
+                if pattern.wildcard() != Wildcard::None {
+                    self.wildcard_entries.fetch_add(1, Ordering::Relaxed);
+                }
+                Subscribers::default()
+            });
+        let added = entry
+            .sessions
+            .write()
+            .insert(session.key(), session.clone())
+            .is_none();
+        added
+    }
+
+    /// Removes `session` from `pattern`; drops the entry when it becomes empty. Returns whether
+    /// the session was subscribed.
+    pub fn unsubscribe(&self, pattern: &ChannelPattern, key: u64) -> bool {
+        let name = pattern.as_str();
+        let removed = match self.table.get(name) {
+            Some(entry) => entry.sessions.write().remove(&key).is_some(),
+            None => return false,
+        };
+        if self
+            .table
+            .remove_if(name, |_, s| s.sessions.read().is_empty())
+            .is_some()
+            && pattern.wildcard() != Wildcard::None
+        {
+            self.wildcard_entries.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Number of distinct subscribed names (channels and patterns).
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether no subscription exists.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Calls `f` once for every session subscribed to `channel` directly or through a pattern.
+    /// `f` runs under shard read locks: it must not subscribe or unsubscribe.
+    pub fn for_each_subscriber(&self, channel: &ChannelId, mut f: impl FnMut(&Arc<Session>)) {
+        let exact = self.table.get(channel.as_str());
+        if self.wildcard_entries.load(Ordering::Relaxed) == 0 {
+            if let Some(e) = exact {
+                for s in e.sessions.read().values() {
+                    f(s);
+                }
+            }
+            return;
+        }
+        let mut entries = Vec::with_capacity(5);
+        if let Some(e) = exact {
+            entries.push(e);
+        }
+        for name in channel.wildcard_ancestors() {
+            if let Some(e) = self.table.get(name.as_str()) {
+                entries.push(e);
+            }
+        }
+        match entries.len() {
+            0 => {}
+            1 => {
+                for s in entries[0].sessions.read().values() {
+                    f(s);
+                }
+            }
+            _ => {
+                let mut seen = HashSet::new();
+                for e in &entries {
+                    for (k, s) in e.sessions.read().iter() {
+                        if seen.insert(*k) {
+                            f(s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Number of distinct sessions that a publish on `channel` reaches.
+    pub fn count_subscribers(&self, channel: &ChannelId) -> usize {
+        let mut n = 0;
+        self.for_each_subscriber(channel, |_| n += 1);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{OverflowPolicy, TransportKind};
+    use proptest::prelude::*;
+    use std::time::Instant;
+
+    fn session() -> Arc<Session> {
+        Arc::new(Session::new(
+            None,
+            None,
+            TransportKind::WebSocket,
+            None,
+            10,
+            OverflowPolicy::DropOldest,
+            Instant::now(),
+        ))
+    }
+
+    fn p(s: &str) -> ChannelPattern {
+        ChannelPattern::parse(s).unwrap()
+    }
+    fn c(s: &str) -> ChannelId {
+        ChannelId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_session_matched_twice_is_reached_once() {
+        let r = Router::default();
+        let s = session();
+        for pat in ["/a/b", "/a/*", "/a/**", "/**"] {
+            assert!(r.subscribe(&p(pat), &s));
+        }
+        assert!(!r.subscribe(&p("/a/b"), &s));
+        assert_eq!(r.count_subscribers(&c("/a/b")), 1);
+        assert_eq!(r.count_subscribers(&c("/a/b/c")), 1);
+        assert_eq!(r.count_subscribers(&c("/x")), 1);
+    }
+
+    #[test]
+    fn unsubscribe_removes_empty_entries() {
+        let r = Router::default();
+        let s = session();
+        r.subscribe(&p("/a/*"), &s);
+        assert_eq!(r.len(), 1);
+        assert!(r.unsubscribe(&p("/a/*"), s.key()));
+        assert!(!r.unsubscribe(&p("/a/*"), s.key()));
+        assert!(r.is_empty());
+        assert_eq!(r.count_subscribers(&c("/a/b")), 0);
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("c".to_owned())]
+    }
+
+    fn channel_strategy() -> impl Strategy<Value = String> {
+        prop::collection::vec(segment(), 1..4).prop_map(|v| format!("/{}", v.join("/")))
+    }
+
+    fn pattern_strategy() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(segment(), 0..3),
+            prop_oneof![Just(""), Just("*"), Just("**")],
+        )
+            .prop_filter_map("non-empty", |(v, w)| {
+                let mut segs = v;
+                if !w.is_empty() {
+                    segs.push(w.to_owned());
+                }
+                (!segs.is_empty()).then(|| format!("/{}", segs.join("/")))
+            })
+    }
+
+    /// Naive reference: segment-by-segment comparison.
+    fn naive(pattern: &str, channel: &str) -> bool {
+        let ps: Vec<&str> = pattern[1..].split('/').collect();
+        let cs: Vec<&str> = channel[1..].split('/').collect();
+        match ps.last() {
+            Some(&"**") => cs.len() >= ps.len() && ps[..ps.len() - 1] == cs[..ps.len() - 1],
+            Some(&"*") => cs.len() == ps.len() && ps[..ps.len() - 1] == cs[..ps.len() - 1],
+            _ => ps == cs,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn matcher_agrees_with_naive(pat in pattern_strategy(), ch in channel_strategy()) {
+            let want = naive(&pat, &ch);
+            prop_assert_eq!(p(&pat).matches(&c(&ch)), want);
+        }
+
+        #[test]
+        fn router_agrees_with_matcher(pats in prop::collection::vec(pattern_strategy(), 1..8), ch in channel_strategy()) {
+            let r = Router::default();
+            let sessions: Vec<_> = pats.iter().map(|_| session()).collect();
+            for (pat, s) in pats.iter().zip(&sessions) {
+                r.subscribe(&p(pat), s);
+            }
+            let mut got = Vec::new();
+            r.for_each_subscriber(&c(&ch), |s| got.push(s.key()));
+            got.sort();
+            let mut want: Vec<u64> = pats.iter().zip(&sessions)
+                .filter(|(pat, _)| naive(pat, &ch)).map(|(_, s)| s.key()).collect();
+            want.sort();
+            prop_assert_eq!(got, want);
+        }
+    }
+}

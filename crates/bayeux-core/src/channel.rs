@@ -266,7 +266,7 @@ mod tests {
             assert!(ChannelId::parse(n).is_ok(), "{n}");
         }
         let bad = [
-            "", "/", "a", "//", "/a//b", "/a/*", "/a/**", "/a/%", "/a/\u{e9}", "/a/b\"c", "/a/\n",
+            "", "/", "a", "//", "/a//b", "/a/*", "/a/**", "/a/%", "/a/\u{e9}", "/a/b\"c", "/a/\tb",
         ];
         for n in bad {
             assert!(ChannelId::parse(n).is_err(), "{n:?}");

@@ -21,6 +21,9 @@ pub struct RequestContext {
     pub browser: Option<Arc<str>>,
     /// Whether the request came over HTTP/2 (exempt from the multiple-clients limit).
     pub http2: bool,
+    /// The endpoint (mount path) the request arrived on, e.g. `/cometd`, so a security policy
+    /// can treat endpoints differently.
+    pub endpoint: Option<Arc<str>>,
 }
 
 impl RequestContext {
@@ -31,12 +34,19 @@ impl RequestContext {
             principal: None,
             browser: None,
             http2: false,
+            endpoint: None,
         }
     }
 
     /// Sets the principal.
     pub fn with_principal(mut self, principal: impl Into<Arc<str>>) -> Self {
         self.principal = Some(principal.into());
+        self
+    }
+
+    /// Sets the endpoint.
+    pub fn with_endpoint(mut self, endpoint: impl Into<Arc<str>>) -> Self {
+        self.endpoint = Some(endpoint.into());
         self
     }
 

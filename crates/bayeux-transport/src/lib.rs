@@ -1,0 +1,2 @@
+//! Transports (work in progress).
+pub mod auth;

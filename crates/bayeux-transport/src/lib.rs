@@ -1,2 +1,25 @@
-//! Transports (work in progress).
+//! # bayeux-transport
+//!
+//! The network side of the Bayeux engine: `long-polling` (POST, JSON or form-encoded),
+//! `callback-polling` (JSONP GET) and `websocket` on hyper 1.x and tokio, all on one port and
+//! one path (every sub-path of a mount point is routed to the engine, as the CometD JavaScript
+//! client expects).
+//!
+//! Use it two ways: [`serve`] for a standalone server, or mount [`BayeuxService`] (a hyper and
+//! a tower `Service`) in your own router. This crate owns every timer of the system: held
+//! connects, the session sweeper, WebSocket keep-alives and graceful shutdown.
+//!
+//! It does not know about calls, users or any application: authentication comes in through an
+//! [`auth::Authenticator`], authorization through the core's `SecurityPolicy`.
+
 pub mod auth;
+pub mod config;
+pub mod metrics;
+mod server;
+mod service;
+mod ws;
+
+pub use config::{CookieConfig, Endpoint, Origins, SameSite, TransportConfig};
+pub use metrics::Metrics;
+pub use server::serve;
+pub use service::{Body, BayeuxService, ShutdownHandle, cookie_value};

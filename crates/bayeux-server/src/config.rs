@@ -1,0 +1,204 @@
+//! The server's configuration file (TOML). Every setting has a default, so no file is needed.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bayeux_core::{EngineConfig, Limits, OverflowPolicy};
+use bayeux_transport::{CookieConfig, Endpoint, Origins, SameSite, TransportConfig};
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Log filter (`info`, `debug`, `bayeux_transport=trace`, ...).
+    pub log: String,
+    /// Seconds allowed for graceful shutdown.
+    pub shutdown_grace_secs: u64,
+    /// The Bayeux engine and its transports.
+    pub bayeux: BayeuxSection,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            log: "info".into(),
+            shutdown_grace_secs: 5,
+            bayeux: BayeuxSection::default(),
+        }
+    }
+}
+
+/// `[bayeux]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BayeuxSection {
+    /// Mount path of the Bayeux endpoint.
+    pub path: String,
+    /// Origins allowed cross-origin; empty means any origin.
+    pub allow_origins: Vec<String>,
+    /// Connect hold time, ms.
+    pub timeout_ms: u64,
+    /// Client pause between connects, ms.
+    pub interval_ms: u64,
+    /// Session expiry after the last connect, ms.
+    pub max_interval_ms: u64,
+    /// Session queue bound (messages).
+    pub max_queue: usize,
+    /// `drop-oldest` or `disconnect`.
+    pub overflow: String,
+    /// Maximum number of sessions.
+    pub max_sessions: usize,
+    /// Maximum subscriptions per session.
+    pub max_subscriptions: usize,
+    /// Maximum HTTP body, bytes.
+    pub max_body_bytes: usize,
+    /// Maximum WebSocket message, bytes.
+    pub max_ws_message_bytes: usize,
+    /// Maximum messages per batch.
+    pub max_messages_per_batch: usize,
+    /// Maximum JSON nesting depth.
+    pub max_json_depth: usize,
+    /// Maximum concurrent TCP connections.
+    pub max_connections: usize,
+    /// Header read timeout, ms.
+    pub header_read_timeout_ms: u64,
+    /// WebSocket ping period, ms.
+    pub ws_ping_interval_ms: u64,
+    /// Long polls held at once per browser over HTTP/1.1 (0 = unlimited).
+    pub max_sessions_per_browser: usize,
+    /// Refuse requests of cookie-bound sessions that arrive without the cookie.
+    pub strict_browser: bool,
+    /// `Secure` on the browser cookie.
+    pub cookie_secure: bool,
+    /// `SameSite` on the browser cookie: "", "lax", "strict" or "none".
+    pub cookie_same_site: String,
+    /// Whether a publisher receives its own broadcasts.
+    pub broadcast_to_publisher: bool,
+}
+
+impl Default for BayeuxSection {
+    fn default() -> Self {
+        let e = EngineConfig::default();
+        let t = TransportConfig::default();
+        BayeuxSection {
+            path: "/cometd".into(),
+            allow_origins: Vec::new(),
+            timeout_ms: e.timeout_ms,
+            interval_ms: e.interval_ms,
+            max_interval_ms: e.max_interval_ms,
+            max_queue: e.max_queue,
+            overflow: "drop-oldest".into(),
+            max_sessions: e.max_sessions,
+            max_subscriptions: e.max_subscriptions,
+            max_body_bytes: t.max_body_bytes,
+            max_ws_message_bytes: t.max_ws_message_bytes,
+            max_messages_per_batch: e.limits.max_messages,
+            max_json_depth: e.limits.max_depth,
+            max_connections: t.max_connections,
+            header_read_timeout_ms: t.header_read_timeout.as_millis() as u64,
+            ws_ping_interval_ms: t.ws_ping_interval.as_millis() as u64,
+            max_sessions_per_browser: e.max_sessions_per_browser,
+            strict_browser: e.strict_browser,
+            cookie_secure: false,
+            cookie_same_site: String::new(),
+            broadcast_to_publisher: e.broadcast_to_publisher,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> Result<ServerConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))
+    }
+
+    /// The engine settings.
+    pub fn engine(&self) -> Result<EngineConfig, String> {
+        let b = &self.bayeux;
+        let overflow = match b.overflow.as_str() {
+            "drop-oldest" => OverflowPolicy::DropOldest,
+            "disconnect" => OverflowPolicy::Disconnect,
+            o => return Err(format!("bayeux.overflow: unknown policy {o:?}")),
+        };
+        Ok(EngineConfig {
+            timeout_ms: b.timeout_ms,
+            interval_ms: b.interval_ms,
+            max_interval_ms: b.max_interval_ms,
+            max_queue: b.max_queue.max(1),
+            overflow,
+            max_sessions: b.max_sessions,
+            max_subscriptions: b.max_subscriptions,
+            broadcast_to_publisher: b.broadcast_to_publisher,
+            max_sessions_per_browser: b.max_sessions_per_browser,
+            strict_browser: b.strict_browser,
+            limits: Limits {
+                max_bytes: b.max_body_bytes.max(b.max_ws_message_bytes),
+                max_messages: b.max_messages_per_batch.max(1),
+                max_depth: b.max_json_depth.max(2),
+            },
+            ..EngineConfig::default()
+        })
+    }
+
+    /// The transport settings.
+    pub fn transport(&self) -> Result<TransportConfig, String> {
+        let b = &self.bayeux;
+        if !b.path.starts_with('/') {
+            return Err(format!("bayeux.path must start with '/': {:?}", b.path));
+        }
+        let same_site = match b.cookie_same_site.to_ascii_lowercase().as_str() {
+            "" => SameSite::Unset,
+            "lax" => SameSite::Lax,
+            "strict" => SameSite::Strict,
+            "none" => SameSite::None,
+            o => return Err(format!("bayeux.cookie_same_site: unknown value {o:?}")),
+        };
+        let mut endpoint = Endpoint::new(b.path.as_str());
+        if !b.allow_origins.is_empty() {
+            endpoint.origins = Origins::List(b.allow_origins.clone());
+        }
+        Ok(TransportConfig {
+            endpoints: vec![endpoint],
+            max_body_bytes: b.max_body_bytes,
+            max_ws_message_bytes: b.max_ws_message_bytes,
+            max_connections: b.max_connections.max(1),
+            header_read_timeout: Duration::from_millis(b.header_read_timeout_ms.max(1)),
+            ws_ping_interval: Duration::from_millis(b.ws_ping_interval_ms.max(100)),
+            cookie: CookieConfig {
+                secure: b.cookie_secure,
+                same_site,
+                ..CookieConfig::default()
+            },
+            ..TransportConfig::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c: ServerConfig = toml::from_str("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.bayeux.path, "/cometd");
+        assert!(c.engine().is_ok() && c.transport().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<ServerConfig>("nope = 1").is_err());
+        let c: ServerConfig = toml::from_str("[bayeux]\noverflow = \"explode\"").unwrap();
+        assert!(c.engine().is_err());
+        let c: ServerConfig = toml::from_str("[bayeux]\npath = \"cometd\"").unwrap();
+        assert!(c.transport().is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! # bayeux-server
+//!
+//! The standalone notification server: the Bayeux engine with its transports (and the voice API
+//! emulation), `/healthz` and `/metrics`, configured by a TOML file whose every setting has a
+//! default. The binary is `bayeux-server`; this library lets tests and embedders build the same
+//! application in-process.
+
+pub mod config;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bayeux_core::{AckExtension, Engine, TimesyncExtension};
+use bayeux_transport::{BayeuxService, Body, ShutdownHandle};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use tokio::net::TcpListener;
+
+pub use config::ServerConfig;
+
+/// The assembled application: one hyper service routing every path.
+#[derive(Clone)]
+pub struct App {
+    bayeux: BayeuxService,
+    shutdown: ShutdownHandle,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("bayeux", &self.bayeux).finish()
+    }
+}
+
+impl App {
+    /// Builds the engine, its extensions and transports. Must run inside a tokio runtime.
+    pub fn build(config: &ServerConfig) -> Result<App, String> {
+        let engine = Engine::new(config.engine()?);
+        engine.add_extension(Arc::new(AckExtension));
+        engine.add_extension(Arc::new(TimesyncExtension));
+        let (bayeux, shutdown) = BayeuxService::new(engine, config.transport()?);
+        Ok(App {
+            bayeux,
+            shutdown,
+        })
+    }
+
+    /// The engine (to publish from the server side).
+    pub fn engine(&self) -> &Engine {
+        self.bayeux.engine()
+    }
+
+    /// The Bayeux service.
+    pub fn bayeux(&self) -> &BayeuxService {
+        &self.bayeux
+    }
+
+    /// Starts graceful shutdown.
+    pub fn shutdown_handle(&self) -> &ShutdownHandle {
+        &self.shutdown
+    }
+
+    /// Routes one request.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match req.uri().path() {
+            "/healthz" => {
+                let status = if self.shutdown.is_shutdown() {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                };
+                text(status, "text/plain", if status.is_success() { "ok\n" } else { "shutting down\n" }.into())
+            }
+            "/metrics" => text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.bayeux.render_metrics(),
+            ),
+            p if self.bayeux.matches(p) => self.bayeux.handle(req).await,
+            _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        }
+    }
+
+    /// Serves on `listener` until `stop` completes, then shuts down gracefully.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let bayeux = self.bayeux.clone();
+        let stop = async move {
+            stop.await;
+            shutdown.shutdown();
+        };
+        bayeux_transport::serve(listener, bayeux, self, stop, grace).await
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r
+}
+
+impl hyper::service::Service<Request<hyper::body::Incoming>> for App {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}

@@ -1,0 +1,150 @@
+//! Transport settings: plain data with defaults.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::Authenticator;
+
+/// `SameSite` attribute of the browser cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SameSite {
+    /// No attribute.
+    #[default]
+    Unset,
+    /// `SameSite=Lax`.
+    Lax,
+    /// `SameSite=Strict`.
+    Strict,
+    /// `SameSite=None` (requires `Secure` in browsers).
+    None,
+}
+
+/// The `BAYEUX_BROWSER` cookie.
+#[derive(Debug, Clone)]
+pub struct CookieConfig {
+    /// Cookie name.
+    pub name: String,
+    /// `Secure` attribute.
+    pub secure: bool,
+    /// `HttpOnly` attribute.
+    pub http_only: bool,
+    /// `SameSite` attribute.
+    pub same_site: SameSite,
+    /// `Path` attribute.
+    pub path: String,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        CookieConfig {
+            name: "BAYEUX_BROWSER".into(),
+            secure: false,
+            http_only: true,
+            same_site: SameSite::Unset,
+            path: "/".into(),
+        }
+    }
+}
+
+/// Which origins may use an endpoint cross-origin.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Origins {
+    /// Any origin (Jetty's cross-origin filter default); the request's origin is echoed.
+    #[default]
+    Any,
+    /// Only these origins (scheme://host[:port]).
+    List(Vec<String>),
+}
+
+impl Origins {
+    /// Whether `origin` may use the endpoint.
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            Origins::Any => true,
+            Origins::List(l) => l.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+        }
+    }
+}
+
+/// One mount point of the Bayeux endpoint (every sub-path of it is routed to the engine).
+#[derive(Clone)]
+pub struct Endpoint {
+    /// The mount path, e.g. `/cometd`.
+    pub path: String,
+    /// Which origins may use it.
+    pub origins: Origins,
+    /// How requests on it are authenticated (none: every request is anonymous).
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("path", &self.path)
+            .field("origins", &self.origins)
+            .field("authenticator", &self.authenticator.is_some())
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// An anonymous endpoint at `path` open to any origin.
+    pub fn new(path: impl Into<String>) -> Endpoint {
+        Endpoint {
+            path: path.into().trim_end_matches('/').to_owned(),
+            origins: Origins::Any,
+            authenticator: None,
+        }
+    }
+
+    /// Whether `path` is this mount point or below it.
+    pub fn matches(&self, path: &str) -> bool {
+        match path.strip_prefix(self.path.as_str()) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+}
+
+/// Transport limits and timers.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// The mount points.
+    pub endpoints: Vec<Endpoint>,
+    /// Maximum HTTP request body (413 beyond).
+    pub max_body_bytes: usize,
+    /// Maximum WebSocket message (close 1009 beyond).
+    pub max_ws_message_bytes: usize,
+    /// Maximum concurrent TCP connections accepted by [`crate::serve`].
+    pub max_connections: usize,
+    /// Time allowed to send the request headers.
+    pub header_read_timeout: Duration,
+    /// How often expired sessions are swept.
+    pub sweep_period: Duration,
+    /// WebSocket ping period; a socket silent for two periods is closed.
+    pub ws_ping_interval: Duration,
+    /// Read buffer per WebSocket (tungstenite's default, 128 KiB, is far too large for many
+    /// idle sockets).
+    pub ws_read_buffer_bytes: usize,
+    /// The browser cookie.
+    pub cookie: CookieConfig,
+    /// Query parameter naming the JSONP callback.
+    pub jsonp_parameter: String,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            endpoints: vec![Endpoint::new("/cometd")],
+            max_body_bytes: 1 << 20,
+            max_ws_message_bytes: 1 << 20,
+            max_connections: 20_000,
+            header_read_timeout: Duration::from_secs(10),
+            sweep_period: Duration::from_millis(997),
+            ws_ping_interval: Duration::from_secs(30),
+            ws_read_buffer_bytes: 4096,
+            cookie: CookieConfig::default(),
+            jsonp_parameter: "jsonp".into(),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `serve`: the accept loop for a standalone server.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::service::BayeuxService;
+
+/// Serves `service` on `listener` (HTTP/1.1 and HTTP/2, WebSocket upgrades) until `shutdown`
+/// completes; then stops accepting, lets in-flight requests finish (held connects are answered
+/// by the service's [`crate::ShutdownHandle`], which the caller fires) and returns after at most
+/// `grace`.
+///
+/// `service` is any hyper service; use [`BayeuxService`] alone or a router that wraps it. The
+/// connection limit and header timeout come from the Bayeux service's configuration.
+pub async fn serve<S, F>(
+    listener: TcpListener,
+    bayeux: BayeuxService,
+    service: S,
+    shutdown: F,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<crate::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    F: Future<Output = ()>,
+{
+    let cfg = &bayeux.shared.config;
+    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            bayeux
+                .metrics()
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let conn = graceful.watch(conn);
+        let metrics = bayeux.clone();
+        tokio::spawn(async move {
+            metrics.metrics().connections.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            metrics.metrics().connections.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!("graceful shutdown timed out");
+        }
+    }
+    Ok(())
+}

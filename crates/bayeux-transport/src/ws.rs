@@ -1,0 +1,195 @@
+//! The WebSocket transport: each text frame is a JSON array of Bayeux messages, both ways.
+//! Replies are written at once; deliveries as they are queued (all waiting ones in one frame),
+//! except for sessions using the ack extension, whose deliveries travel in connect replies.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::Instant;
+
+use bayeux_core::{Hold, RequestContext, Session, Wake, decode_batch, join_array};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper_tungstenite::HyperWebsocket;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::config::TransportConfig;
+use crate::service::{Shared, stopped};
+
+pub(crate) fn socket_config(cfg: &TransportConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(cfg.ws_read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(cfg.max_ws_message_bytes.saturating_mul(4).max(1 << 20))
+        .max_message_size(Some(cfg.max_ws_message_bytes))
+        .max_frame_size(Some(cfg.max_ws_message_bytes))
+}
+
+enum Event {
+    Messages,
+    HoldWake,
+    SessionClosed,
+}
+
+fn text(bytes: Bytes) -> Message {
+    // Our own JSON output is always UTF-8; fall back to an empty array if it ever were not.
+    Message::Text(Utf8Bytes::try_from(bytes).unwrap_or_else(|_| Utf8Bytes::from_static("[]")))
+}
+
+fn close(code: CloseCode, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+struct Gauge<'a>(&'a Shared);
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: RequestContext) {
+    let ws = match socket.await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return;
+        }
+    };
+    shared.metrics.websockets.fetch_add(1, Ordering::Relaxed);
+    let _gauge = Gauge(&shared);
+    let engine = &shared.engine;
+    let limits = engine.config().limits;
+    let (mut sink, mut stream) = ws.split();
+    let mut session: Option<Arc<Session>> = None;
+    let mut hold: Option<Hold> = None;
+    let period = shared.config.ws_ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut last_activity = Instant::now();
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let deadline = hold.as_ref().map(|h| tokio::time::Instant::from_std(h.deadline()));
+        let event = std::future::poll_fn(|cx| {
+            if let Some(s) = &session {
+                if !s.connect_only() {
+                    match s.poll_messages(cx) {
+                        Poll::Ready(Wake::Messages) => return Poll::Ready(Event::Messages),
+                        Poll::Ready(_) if hold.is_none() => return Poll::Ready(Event::SessionClosed),
+                        _ => {}
+                    }
+                }
+            }
+            if let Some(h) = &hold
+                && let Poll::Ready(w) = h.poll_wake(cx)
+            {
+                let _ = w;
+                return Poll::Ready(Event::HoldWake);
+            }
+            Poll::Pending
+        });
+        let mut out: Vec<Bytes> = Vec::new();
+        tokio::select! {
+            biased;
+            _ = stopped(&mut shutdown) => {
+                if let Some(h) = hold.take() {
+                    out.extend(engine.finish_hold(h, Instant::now()));
+                    let _ = sink.feed(text(join_array(&out))).await;
+                }
+                let _ = sink.send(close(CloseCode::Away, "server shutting down")).await;
+                break;
+            }
+            frame = stream.next() => {
+                last_activity = Instant::now();
+                match frame {
+                    None => break,
+                    Some(Err(WsError::Capacity(_))) => {
+                        shared.metrics.oversize.fetch_add(1, Ordering::Relaxed);
+                        let _ = sink.send(close(CloseCode::Size, "message too large")).await;
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket read error");
+                        break;
+                    }
+                    Some(Ok(Message::Text(t))) => {
+                        let batch = match decode_batch(t.as_bytes(), &limits) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                let body = serde_json::json!([{
+                                    "successful": false,
+                                    "error": e.bayeux_error(),
+                                    "advice": {"reconnect": "retry", "interval": 0},
+                                }]);
+                                if sink.send(Message::text(body.to_string())).await.is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
+                        };
+                        shared.metrics.add_in(batch.len());
+                        let mut outcome = engine.handle_batch(&ctx, batch, Instant::now());
+                        if let Some(s) = outcome.session.take() && !s.is_closed() {
+                            session = Some(s);
+                        }
+                        if let Some(new) = outcome.hold.take() {
+                            // The engine has already superseded the previous hold.
+                            if let Some(old) = hold.replace(new) {
+                                out.extend(engine.finish_hold(old, Instant::now()));
+                            }
+                        }
+                        out.extend(outcome.replies);
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        let _ = sink.send(close(CloseCode::Unsupported, "text frames only")).await;
+                        break;
+                    }
+                    Some(Ok(Message::Close(_))) => {
+                        let _ = sink.close().await;
+                        break;
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+            event = event => match event {
+                Event::Messages => {
+                    if let Some(s) = &session {
+                        out.extend(s.take_messages());
+                    }
+                }
+                Event::HoldWake => {
+                    if let Some(h) = hold.take() {
+                        out.extend(engine.finish_hold(h, Instant::now()));
+                    }
+                }
+                Event::SessionClosed => session = None,
+            },
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {
+                if let Some(h) = hold.take() {
+                    out.extend(engine.finish_hold(h, Instant::now()));
+                }
+            }
+            _ = ping.tick() => {
+                if last_activity.elapsed() > period * 2 {
+                    let _ = sink.send(close(CloseCode::Away, "keep-alive timeout")).await;
+                    break;
+                }
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            shared.metrics.add_out(out.len());
+            if sink.send(text(join_array(&out))).await.is_err() {
+                break;
+            }
+        }
+    }
+    // Dropping `hold` releases it; the session itself expires through the sweeper unless the
+    // client reconnects (CometD keeps sessions for maxInterval across reconnects).
+}

@@ -39,7 +39,19 @@ fn valid_char(c: u8) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(
             c,
-            b' ' | b'!' | b'#' | b'$' | b'(' | b')' | b'+' | b'-' | b'.' | b'@' | b'_' | b'{' | b'}' | b'~'
+            b' ' | b'!'
+                | b'#'
+                | b'$'
+                | b'('
+                | b')'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'@'
+                | b'_'
+                | b'{'
+                | b'}'
+                | b'~'
         )
 }
 
@@ -260,13 +272,30 @@ mod tests {
     #[test]
     fn validation_table() {
         let ok = [
-            "/a", "/a/b", "/a/b/", " /a ", "/a-b_c!~()$@", "/v2/me/calls", "/a/{id}", "/a.b+c#d",
+            "/a",
+            "/a/b",
+            "/a/b/",
+            " /a ",
+            "/a-b_c!~()$@",
+            "/v2/me/calls",
+            "/a/{id}",
+            "/a.b+c#d",
         ];
         for n in ok {
             assert!(ChannelId::parse(n).is_ok(), "{n}");
         }
         let bad = [
-            "", "/", "a", "//", "/a//b", "/a/*", "/a/**", "/a/%", "/a/\u{e9}", "/a/b\"c", "/a/\tb",
+            "",
+            "/",
+            "a",
+            "//",
+            "/a//b",
+            "/a/*",
+            "/a/**",
+            "/a/%",
+            "/a/\u{e9}",
+            "/a/b\"c",
+            "/a/\tb",
         ];
         for n in bad {
             assert!(ChannelId::parse(n).is_err(), "{n:?}");

@@ -403,7 +403,10 @@ pub struct Advice {
     #[serde(rename = "maxInterval", skip_serializing_if = "Option::is_none")]
     pub max_interval: Option<u64>,
     /// Another session of the same browser is already long-polling.
-    #[serde(rename = "multiple-clients", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        rename = "multiple-clients",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub multiple_clients: bool,
 }
 
@@ -475,7 +478,9 @@ impl Reply {
 
     /// The reply as JSON bytes.
     pub fn encode(&self) -> Bytes {
-        serde_json::to_vec(self).map(Bytes::from).unwrap_or_default()
+        serde_json::to_vec(self)
+            .map(Bytes::from)
+            .unwrap_or_default()
     }
 }
 
@@ -544,8 +549,11 @@ mod tests {
 
     #[test]
     fn subscription_forms() {
-        let m = decode_batch(br#"[{"subscription":"/a"},{"subscription":["/a","/b"]}]"#, &lim())
-            .unwrap();
+        let m = decode_batch(
+            br#"[{"subscription":"/a"},{"subscription":["/a","/b"]}]"#,
+            &lim(),
+        )
+        .unwrap();
         assert_eq!(m[0].subscription, Some(Subscription::One("/a".into())));
         assert_eq!(m[1].subscription.as_ref().unwrap().names().len(), 2);
         assert!(decode_batch(br#"[{"subscription":5}]"#, &lim()).is_err());

@@ -15,9 +15,7 @@ use serde_json::value::RawValue;
 use crate::channel::{ChannelId, ChannelKind, ChannelPattern};
 use crate::codec::{Advice, Limits, Message, MessageId, Reply, encode_delivery};
 use crate::error::{Error, Failure, Reconnect};
-use crate::ext::{
-    Decision, Extension, Listener, RemoveReason, RequestContext, SecurityPolicy,
-};
+use crate::ext::{Decision, Extension, Listener, RemoveReason, RequestContext, SecurityPolicy};
 use crate::router::Router;
 use crate::session::{
     Delivery, LocalCallback, Offer, OverflowPolicy, Session, SessionId, TransportKind, Wake,
@@ -391,12 +389,7 @@ impl Engine {
     /// A `/meta/handshake` travels alone: when a batch holds one, the other messages are ignored
     /// (Bayeux 1.0, 4.1.1). At most one connect per batch is held; a second one in the same batch
     /// supersedes the first.
-    pub fn handle_batch(
-        &self,
-        ctx: &RequestContext,
-        batch: Vec<Message>,
-        now: Instant,
-    ) -> Outcome {
+    pub fn handle_batch(&self, ctx: &RequestContext, batch: Vec<Message>, now: Instant) -> Outcome {
         let mut out = Outcome::default();
         let handshake_at = batch
             .iter()
@@ -474,7 +467,12 @@ impl Engine {
     ) -> Result<(Reply, Arc<Session>), Failure> {
         let c = &self.inner.config;
         if let Some(min) = msg.minimum_version.as_deref()
-            && min.split('.').next().and_then(|m| m.trim().parse::<u32>().ok()).unwrap_or(1) > 1
+            && min
+                .split('.')
+                .next()
+                .and_then(|m| m.trim().parse::<u32>().ok())
+                .unwrap_or(1)
+                > 1
         {
             return Err(Failure::VersionUnsupported);
         }
@@ -561,7 +559,8 @@ impl Engine {
     ) -> Result<(Option<Reply>, Arc<Session>), Failure> {
         let session = self.find_session(ctx, msg)?;
         if let Some(ct) = msg.connection_type.as_deref()
-            && TransportKind::from_name(ct).is_none_or(|t| !self.inner.config.transports.contains(&t))
+            && TransportKind::from_name(ct)
+                .is_none_or(|t| !self.inner.config.transports.contains(&t))
         {
             return Err(Failure::ConnectionTypeUnsupported);
         }
@@ -582,7 +581,9 @@ impl Engine {
         let mut st = session.state.lock();
         let first = !st.connected;
         st.connected = true;
-        let pending = !st.queue.is_empty() && session.connect_only()
+        // (Judged from the locked state: `Session::connect_only` would lock it again.)
+        let connect_only = session.transport().is_polling() || st.ack.is_some();
+        let pending = !st.queue.is_empty() && connect_only
             || st.ack.as_ref().is_some_and(|a| !a.unacked.is_empty());
         let hold = !first && !immediate_request && timeout > 0 && !pending;
         if hold
@@ -660,7 +661,12 @@ impl Engine {
         let session = hold.session.clone();
         let mut out = Vec::new();
         let mut r = Reply::new(Some("/meta/connect"), hold.request.id.clone(), true);
-        if session.is_closed() {
+        let closed = session.closed_reason();
+        if closed == Some(RemoveReason::Disconnected) {
+            // The client asked to disconnect: its pending connect succeeds and says stop, as
+            // CometD does (a failure here would make the client report a failed disconnect).
+            r.advice = Some(self.advice(Reconnect::None, None));
+        } else if closed.is_some() {
             r.successful = false;
             r.error = Some(Failure::SessionUnknown.error_string());
             r.advice = Some(self.advice(Reconnect::Handshake, None));
@@ -918,7 +924,8 @@ impl Engine {
         data: &T,
     ) -> Result<usize, Error> {
         let channel = ChannelId::parse(channel)?;
-        let raw = serde_json::value::to_raw_value(data).map_err(|e| Error::Malformed(e.to_string()))?;
+        let raw =
+            serde_json::value::to_raw_value(data).map_err(|e| Error::Malformed(e.to_string()))?;
         Ok(self.publish(&channel, &raw))
     }
 
@@ -949,7 +956,12 @@ impl Engine {
     }
 
     /// Delivers `data` on `channel` to one session, bypassing subscriptions.
-    pub fn deliver(&self, session: &str, channel: &ChannelId, data: &RawValue) -> Result<(), Error> {
+    pub fn deliver(
+        &self,
+        session: &str,
+        channel: &ChannelId,
+        data: &RawValue,
+    ) -> Result<(), Error> {
         let s = self.session(session).ok_or(Error::UnknownSession)?;
         let bytes = encode_delivery(channel.as_str(), data, None);
         self.deliver_bytes(&s, channel, data, &bytes)
@@ -1072,7 +1084,7 @@ impl Engine {
             let mut st = session.state.lock();
             st.subscriptions.drain().collect()
         };
-        session.close();
+        session.close(reason);
         let listeners = self.listeners();
         for p in &subs {
             self.inner.router.unsubscribe(p, session.key());
@@ -1105,7 +1117,8 @@ impl Engine {
                 }
                 let st = s.state.lock();
                 let grace = st.interval.unwrap_or(c.interval_ms) + c.max_interval_ms;
-                !st.held && now.saturating_duration_since(st.last_seen) > Duration::from_millis(grace)
+                !st.held
+                    && now.saturating_duration_since(st.last_seen) > Duration::from_millis(grace)
             })
             .map(|e| e.value().clone())
             .collect();
@@ -1117,7 +1130,12 @@ impl Engine {
 
     /// Ends every session (server shutdown): held connects wake with [`Wake::Closed`].
     pub fn close_all(&self) {
-        let all: Vec<Arc<Session>> = self.inner.sessions.iter().map(|e| e.value().clone()).collect();
+        let all: Vec<Arc<Session>> = self
+            .inner
+            .sessions
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
         for s in all {
             self.remove_session(&s, RemoveReason::Disconnected);
         }
@@ -1192,8 +1210,7 @@ impl LocalSession {
     /// Publishes as this session (it receives its own broadcast only if
     /// `broadcast_to_publisher`).
     pub fn publish(&self, channel: &ChannelId, data: &RawValue) -> usize {
-        let exclude =
-            (!self.engine.config().broadcast_to_publisher).then(|| self.session.key());
+        let exclude = (!self.engine.config().broadcast_to_publisher).then(|| self.session.key());
         self.engine
             .route(channel, data, None, Some(self.session.id()), None, exclude)
     }

@@ -86,7 +86,12 @@ pub trait SecurityPolicy: Send + Sync {
         Decision::Allow
     }
     /// May `session` publish to `channel`?
-    fn can_publish(&self, _session: &Session, _channel: &ChannelId, _message: &Message) -> Decision {
+    fn can_publish(
+        &self,
+        _session: &Session,
+        _channel: &ChannelId,
+        _message: &Message,
+    ) -> Decision {
         Decision::Allow
     }
 }
@@ -154,11 +159,11 @@ impl Extension for AckExtension {
 
     fn outgoing(&self, session: Option<&Arc<Session>>, request: &Message, reply: &mut Reply) {
         match (request.channel.as_deref(), session) {
-            (Some("/meta/handshake"), Some(session)) if reply.successful => {
-                if request.ext_field("ack") == Some(Value::Bool(true)) {
-                    session.enable_ack();
-                    reply.set_ext("ack", Value::Bool(true));
-                }
+            (Some("/meta/handshake"), Some(session))
+                if reply.successful && request.ext_field("ack") == Some(Value::Bool(true)) =>
+            {
+                session.enable_ack();
+                reply.set_ext("ack", Value::Bool(true));
             }
             (Some("/meta/connect"), Some(session)) if reply.successful => {
                 if let Some(batch) = session.ack_batch() {

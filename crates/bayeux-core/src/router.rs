@@ -39,12 +39,11 @@ impl Router {
                 }
                 Subscribers::default()
             });
-        let added = entry
+        let previous = entry
             .sessions
             .write()
-            .insert(session.key(), session.clone())
-            .is_none();
-        added
+            .insert(session.key(), session.clone());
+        previous.is_none()
     }
 
     /// Removes `session` from `pattern`; drops the entry when it becomes empty. Returns whether
@@ -177,7 +176,11 @@ mod tests {
     }
 
     fn segment() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("c".to_owned())]
+        prop_oneof![
+            Just("a".to_owned()),
+            Just("b".to_owned()),
+            Just("c".to_owned())
+        ]
     }
 
     fn channel_strategy() -> impl Strategy<Value = String> {

@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::channel::{ChannelId, ChannelPattern};
 use crate::codec::MessageId;
+use crate::ext::RemoveReason;
 
 /// A session id: 160 bits from the operating system's CSPRNG, as 40 lowercase hex digits.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -158,6 +159,7 @@ pub(crate) struct State {
     /// Whether a first `/meta/connect` has been answered.
     pub connected: bool,
     pub closed: bool,
+    pub closed_reason: Option<RemoveReason>,
     /// Client-requested hold time and interval, ms.
     pub timeout: Option<u64>,
     pub interval: Option<u64>,
@@ -221,6 +223,7 @@ impl Session {
                 last_seen: now,
                 connected: false,
                 closed: false,
+                closed_reason: None,
                 timeout: None,
                 interval: None,
                 subscriptions: HashSet::new(),
@@ -264,6 +267,11 @@ impl Session {
     /// Whether the session has ended.
     pub fn is_closed(&self) -> bool {
         self.state.lock().closed
+    }
+
+    /// Why the session ended, if it has.
+    pub fn closed_reason(&self) -> Option<RemoveReason> {
+        self.state.lock().closed_reason
     }
 
     /// Number of messages waiting in the queue.
@@ -425,10 +433,11 @@ impl Session {
     }
 
     /// Marks the session closed and wakes whoever waits on it.
-    pub(crate) fn close(&self) {
+    pub(crate) fn close(&self, reason: RemoveReason) {
         let waker = {
             let mut st = self.state.lock();
             st.closed = true;
+            st.closed_reason.get_or_insert(reason);
             st.waker.take()
         };
         if let Some(w) = waker {
@@ -498,7 +507,7 @@ mod tests {
         assert_eq!(s.offer(&Bytes::from_static(b"2")), Offer::Queued);
         assert_eq!(s.offer(&Bytes::from_static(b"3")), Offer::Refused);
         assert_eq!(s.queue_len(), 2);
-        s.close();
+        s.close(RemoveReason::Disconnected);
         assert_eq!(s.offer(&Bytes::from_static(b"4")), Offer::Closed);
     }
 }

@@ -42,10 +42,7 @@ impl App {
         engine.add_extension(Arc::new(AckExtension));
         engine.add_extension(Arc::new(TimesyncExtension));
         let (bayeux, shutdown) = BayeuxService::new(engine, config.transport()?);
-        Ok(App {
-            bayeux,
-            shutdown,
-        })
+        Ok(App { bayeux, shutdown })
     }
 
     /// The engine (to publish from the server side).
@@ -76,7 +73,16 @@ impl App {
                 } else {
                     StatusCode::OK
                 };
-                text(status, "text/plain", if status.is_success() { "ok\n" } else { "shutting down\n" }.into())
+                text(
+                    status,
+                    "text/plain",
+                    if status.is_success() {
+                        "ok\n"
+                    } else {
+                        "shutting down\n"
+                    }
+                    .into(),
+                )
             }
             "/metrics" => text(
                 StatusCode::OK,
@@ -108,8 +114,10 @@ impl App {
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
     r
 }
 

@@ -89,11 +89,18 @@ async fn run(config: ServerConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Scripts and tests read this line to find the port.
-    println!("bayeux-server listening on http://{addr} (Bayeux endpoint {})", config.bayeux.path);
+    println!(
+        "bayeux-server listening on http://{addr} (Bayeux endpoint {})",
+        config.bayeux.path
+    );
     tracing::info!(%addr, path = %config.bayeux.path, "listening");
-    app.run(listener, shutdown_signal(), Duration::from_secs(config.shutdown_grace_secs))
-        .await
-        .map_err(|e| e.to_string())?;
+    app.run(
+        listener,
+        shutdown_signal(),
+        Duration::from_secs(config.shutdown_grace_secs),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -102,13 +109,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -22,4 +22,4 @@ mod ws;
 pub use config::{CookieConfig, Endpoint, Origins, SameSite, TransportConfig};
 pub use metrics::Metrics;
 pub use server::serve;
-pub use service::{Body, BayeuxService, ShutdownHandle, cookie_value};
+pub use service::{BayeuxService, Body, ShutdownHandle, cookie_value};

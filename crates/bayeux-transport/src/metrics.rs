@@ -38,24 +38,102 @@ impl Metrics {
         let s = engine.stats();
         let mut out = String::with_capacity(2048);
         let mut line = |name: &str, kind: &str, help: &str, value: i64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
-        line("bayeux_sessions", "gauge", "Live sessions.", engine.session_count() as i64);
-        line("bayeux_channels", "gauge", "Subscribed channel names and patterns.", engine.channel_count() as i64);
-        line("bayeux_held_connects", "gauge", "Connects currently held.", r(&s.held_connects));
-        line("bayeux_sessions_created_total", "counter", "Sessions created.", r(&s.sessions_created));
-        line("bayeux_sessions_removed_total", "counter", "Sessions removed.", r(&s.sessions_removed));
-        line("bayeux_engine_messages_in_total", "counter", "Messages handled by the engine.", r(&s.messages_in));
-        line("bayeux_deliveries_total", "counter", "Messages queued to sessions.", r(&s.deliveries));
-        line("bayeux_queue_drops_total", "counter", "Messages dropped at a full session queue.", r(&s.queue_drops));
-        line("bayeux_connections", "gauge", "Open TCP connections.", self.connections.load(Ordering::Relaxed));
-        line("bayeux_websockets", "gauge", "Open WebSocket connections.", self.websockets.load(Ordering::Relaxed));
-        line("bayeux_http_requests_total", "counter", "Polling requests handled.", r(&self.http_requests));
-        line("bayeux_messages_in_total", "counter", "Bayeux messages received.", r(&self.messages_in));
-        line("bayeux_messages_out_total", "counter", "Bayeux messages written.", r(&self.messages_out));
-        line("bayeux_connections_refused_total", "counter", "Connections refused at the limit.", r(&self.connections_refused));
-        line("bayeux_oversize_total", "counter", "Requests refused for size.", r(&self.oversize));
+        line(
+            "bayeux_sessions",
+            "gauge",
+            "Live sessions.",
+            engine.session_count() as i64,
+        );
+        line(
+            "bayeux_channels",
+            "gauge",
+            "Subscribed channel names and patterns.",
+            engine.channel_count() as i64,
+        );
+        line(
+            "bayeux_held_connects",
+            "gauge",
+            "Connects currently held.",
+            r(&s.held_connects),
+        );
+        line(
+            "bayeux_sessions_created_total",
+            "counter",
+            "Sessions created.",
+            r(&s.sessions_created),
+        );
+        line(
+            "bayeux_sessions_removed_total",
+            "counter",
+            "Sessions removed.",
+            r(&s.sessions_removed),
+        );
+        line(
+            "bayeux_engine_messages_in_total",
+            "counter",
+            "Messages handled by the engine.",
+            r(&s.messages_in),
+        );
+        line(
+            "bayeux_deliveries_total",
+            "counter",
+            "Messages queued to sessions.",
+            r(&s.deliveries),
+        );
+        line(
+            "bayeux_queue_drops_total",
+            "counter",
+            "Messages dropped at a full session queue.",
+            r(&s.queue_drops),
+        );
+        line(
+            "bayeux_connections",
+            "gauge",
+            "Open TCP connections.",
+            self.connections.load(Ordering::Relaxed),
+        );
+        line(
+            "bayeux_websockets",
+            "gauge",
+            "Open WebSocket connections.",
+            self.websockets.load(Ordering::Relaxed),
+        );
+        line(
+            "bayeux_http_requests_total",
+            "counter",
+            "Polling requests handled.",
+            r(&self.http_requests),
+        );
+        line(
+            "bayeux_messages_in_total",
+            "counter",
+            "Bayeux messages received.",
+            r(&self.messages_in),
+        );
+        line(
+            "bayeux_messages_out_total",
+            "counter",
+            "Bayeux messages written.",
+            r(&self.messages_out),
+        );
+        line(
+            "bayeux_connections_refused_total",
+            "counter",
+            "Connections refused at the limit.",
+            r(&self.connections_refused),
+        );
+        line(
+            "bayeux_oversize_total",
+            "counter",
+            "Requests refused for size.",
+            r(&self.oversize),
+        );
         out
     }
 }

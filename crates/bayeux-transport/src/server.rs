@@ -77,11 +77,17 @@ where
         let conn = graceful.watch(conn);
         let metrics = bayeux.clone();
         tokio::spawn(async move {
-            metrics.metrics().connections.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .metrics()
+                .connections
+                .fetch_add(1, Ordering::Relaxed);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            metrics.metrics().connections.fetch_sub(1, Ordering::Relaxed);
+            metrics
+                .metrics()
+                .connections
+                .fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }

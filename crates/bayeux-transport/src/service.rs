@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bayeux_core::{Engine, Error as CoreError, Message, RequestContext, TransportKind, decode_batch, join_array};
+use bayeux_core::{
+    Engine, Error as CoreError, Message, RequestContext, TransportKind, decode_batch, join_array,
+};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -122,7 +124,11 @@ impl BayeuxService {
     }
 
     fn endpoint_for(&self, path: &str) -> Option<&Endpoint> {
-        self.shared.config.endpoints.iter().find(|e| e.matches(path))
+        self.shared
+            .config
+            .endpoints
+            .iter()
+            .find(|e| e.matches(path))
     }
 
     /// Handles one HTTP request.
@@ -204,7 +210,12 @@ impl BayeuxService {
 
     /// Builds the request context: principal from the endpoint's authenticator, browser id
     /// from the cookie.
-    fn context<B>(&self, req: &Request<B>, endpoint: &Endpoint, kind: TransportKind) -> RequestContext {
+    fn context<B>(
+        &self,
+        req: &Request<B>,
+        endpoint: &Endpoint,
+        kind: TransportKind,
+    ) -> RequestContext {
         let cfg = &self.shared.config;
         let mut ctx = RequestContext::new(kind).with_endpoint(endpoint.path.as_str());
         ctx.http2 = req.version() == http::Version::HTTP_2;
@@ -212,7 +223,9 @@ impl BayeuxService {
             let (parts, ()) = clone_parts(req);
             ctx.principal = auth.authenticate(&parts);
         }
-        if let Some(b) = cookie_value(req.headers(), &cfg.cookie.name).filter(|b| valid_browser_id(b)) {
+        if let Some(b) =
+            cookie_value(req.headers(), &cfg.cookie.name).filter(|b| valid_browser_id(b))
+        {
             ctx.browser = Some(Arc::from(b));
         }
         ctx
@@ -243,7 +256,9 @@ impl BayeuxService {
         match Limited::new(body, limit).collect().await {
             Ok(c) => Ok(c.to_bytes()),
             Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     Err(bayeux_error(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         &CoreError::TooLarge { limit },
@@ -314,7 +329,11 @@ impl BayeuxService {
         Ok(all)
     }
 
-    async fn callback_polling<B>(&self, req: Request<B>, mut ctx: RequestContext) -> Response<Body> {
+    async fn callback_polling<B>(
+        &self,
+        req: Request<B>,
+        mut ctx: RequestContext,
+    ) -> Response<Body> {
         let query = req.uri().query().unwrap_or("");
         let mut callback = "jsonpcallback".to_owned();
         let mut messages = Vec::new();
@@ -559,7 +578,10 @@ mod tests {
     #[test]
     fn cookies() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; BAYEUX_BROWSER=abc ; c=3"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; BAYEUX_BROWSER=abc ; c=3"),
+        );
         assert_eq!(cookie_value(&h, "BAYEUX_BROWSER"), Some("abc"));
         assert_eq!(cookie_value(&h, "x"), None);
     }

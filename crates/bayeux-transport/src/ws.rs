@@ -73,15 +73,17 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
     let mut last_activity = Instant::now();
     let mut shutdown = shared.shutdown.clone();
     loop {
-        let deadline = hold.as_ref().map(|h| tokio::time::Instant::from_std(h.deadline()));
+        let deadline = hold
+            .as_ref()
+            .map(|h| tokio::time::Instant::from_std(h.deadline()));
         let event = std::future::poll_fn(|cx| {
-            if let Some(s) = &session {
-                if !s.connect_only() {
-                    match s.poll_messages(cx) {
-                        Poll::Ready(Wake::Messages) => return Poll::Ready(Event::Messages),
-                        Poll::Ready(_) if hold.is_none() => return Poll::Ready(Event::SessionClosed),
-                        _ => {}
-                    }
+            if let Some(s) = &session
+                && !s.connect_only()
+            {
+                match s.poll_messages(cx) {
+                    Poll::Ready(Wake::Messages) => return Poll::Ready(Event::Messages),
+                    Poll::Ready(_) if hold.is_none() => return Poll::Ready(Event::SessionClosed),
+                    _ => {}
                 }
             }
             if let Some(h) = &hold

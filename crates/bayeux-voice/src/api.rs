@@ -1,0 +1,561 @@
+//! The REST API under `/api/v2`: routing, origin and CORS, authentication, body limits, and
+//! the mapping of every outcome to an HTTP status and a GWS `statusCode`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bayeux_core::Engine;
+use bytes::Bytes;
+use http::header::{
+    ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, ALLOW,
+    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN, SET_COOKIE, VARY, WWW_AUTHENTICATE,
+};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Map, Value, json};
+
+use crate::auth::{Credentials, Gate, VoiceAuthenticator};
+use crate::config::{ConfigError, VoiceConfig};
+use crate::directory::{Directory, User};
+use crate::error::VoiceError;
+use crate::model::Operation;
+use crate::policy::VoiceSecurityPolicy;
+use crate::switch::{OpParams, Switch};
+use crate::telephony::{CallControl, SimulatedTelephony, Telephony};
+
+/// The API's mount point.
+const API_PREFIX: &str = "/api/v2";
+/// Methods offered to CORS preflights.
+const METHODS: &str = "GET, POST, OPTIONS";
+/// Longest accepted dialed number.
+const MAX_NUMBER_LEN: usize = 64;
+/// Longest accepted `dtmfDigits`.
+const MAX_DTMF_LEN: usize = 64;
+/// GWS names that a real server implements but this emulation does not (statusCode 2 with a
+/// clearer message than "unknown").
+const UNSUPPORTED: [&str; 6] = [
+    "InitiateTransfer",
+    "CompleteTransfer",
+    "SingleStepTransfer",
+    "InitiateConference",
+    "CompleteConference",
+    "SingleStepConference",
+];
+
+/// The routes of the API (paths relative to `/api/v2`, trailing slash ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    /// `/me`
+    Me,
+    /// `/me/devices`
+    MyDevices,
+    /// `/me/devices/{id}`
+    MyDevice(&'a str),
+    /// `/me/devices/{id}/calls`
+    MyDeviceCalls(&'a str),
+    /// `/devices/{id}` (where `deviceUri` points)
+    Device(&'a str),
+    /// `/me/calls`
+    Calls,
+    /// `/me/calls/{id}`
+    Call(&'a str),
+}
+
+impl Route<'_> {
+    fn parse(path: &str) -> Option<Route<'_>> {
+        let rest = path.strip_prefix(API_PREFIX)?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let segs: Vec<&str> = rest.split('/').skip(1).collect();
+        if !rest.starts_with('/') || segs.iter().any(|s| s.is_empty()) {
+            return None;
+        }
+        Some(match segs.as_slice() {
+            ["me"] => Route::Me,
+            ["me", "devices"] => Route::MyDevices,
+            ["me", "devices", id] => Route::MyDevice(id),
+            ["me", "devices", id, "calls"] => Route::MyDeviceCalls(id),
+            ["devices", id] => Route::Device(id),
+            ["me", "calls"] => Route::Calls,
+            ["me", "calls", id] => Route::Call(id),
+            _ => return None,
+        })
+    }
+
+    fn allows(self, method: &Method) -> bool {
+        match self {
+            Route::MyDevice(_) | Route::Call(_) => method == Method::GET || method == Method::POST,
+            Route::MyDeviceCalls(_) => method == Method::POST,
+            _ => method == Method::GET,
+        }
+    }
+
+    fn allow_header(self) -> &'static str {
+        match self {
+            Route::MyDevice(_) | Route::Call(_) => "GET, POST, OPTIONS",
+            Route::MyDeviceCalls(_) => "POST, OPTIONS",
+            _ => "GET, OPTIONS",
+        }
+    }
+}
+
+struct Inner {
+    config: Arc<VoiceConfig>,
+    gate: Arc<Gate>,
+    switch: Arc<Switch>,
+}
+
+/// The GWS v2 voice API emulation: REST handlers, the call model behind them, and the
+/// notifications they publish through the engine.
+///
+/// Cheap to clone (all clones share state). Mount it for every path where
+/// [`VoiceApi::matches`] is true, either by awaiting [`VoiceApi::handle`] or through its
+/// [`tower::Service`] implementation; install [`VoiceApi::security_policy`] on the engine and
+/// [`VoiceApi::authenticator`] on the transport's notifications endpoint.
+///
+/// Notifications are handed to the engine while the call table is locked (that is what keeps
+/// each user's notifications in state order), so a local-session callback that receives them
+/// must not call back into the voice API synchronously.
+#[derive(Clone)]
+pub struct VoiceApi {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for VoiceApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VoiceApi")
+            .field("users", &self.inner.config.users.len())
+            .field("calls", &self.inner.switch.call_count())
+            .finish()
+    }
+}
+
+type Reply = Result<(StatusCode, Value), VoiceError>;
+
+fn ok(field: Option<(&str, Value)>) -> Reply {
+    let mut body = Map::new();
+    body.insert("statusCode".into(), Value::from(0));
+    if let Some((k, v)) = field {
+        body.insert(k.into(), v);
+    }
+    Ok((StatusCode::OK, Value::Object(body)))
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body)
+        .unwrap_or_else(|_| br#"{"statusCode":4,"statusMessage":"Internal error"}"#.to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn error_response(e: &VoiceError) -> Response<Full<Bytes>> {
+    let mut r = json_response(e.http_status(), &e.body());
+    if *e == VoiceError::Unauthenticated {
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"GWS\""),
+        );
+    }
+    r
+}
+
+/// Reads the whole body, refusing more than `limit` bytes.
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, VoiceError>
+where
+    B: Body<Data = Bytes>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Err(VoiceError::TooLarge);
+    }
+    let mut body = std::pin::pin!(body);
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.as_mut().frame().await {
+        let Ok(frame) = frame else {
+            return Err(VoiceError::BadRequest(
+                "Cannot read the request body".into(),
+            ));
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(VoiceError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// The JSON object of a POST body and its `operationName`.
+fn parse_operation(body: &[u8]) -> Result<(String, Map<String, Value>), VoiceError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| VoiceError::BadRequest("Body is not valid JSON".into()))?;
+    let Value::Object(map) = value else {
+        return Err(VoiceError::BadRequest("Body must be a JSON object".into()));
+    };
+    match map.get("operationName") {
+        Some(Value::String(name)) => Ok((name.clone(), map)),
+        Some(_) => Err(VoiceError::BadRequest(
+            "operationName must be a string".into(),
+        )),
+        None => Err(VoiceError::BadRequest("operationName missing".into())),
+    }
+}
+
+fn unknown_operation(name: &str) -> VoiceError {
+    if UNSUPPORTED.contains(&name) {
+        VoiceError::InvalidOperation(format!("{name} is not supported"))
+    } else {
+        VoiceError::InvalidOperation("Unknown operation".into())
+    }
+}
+
+/// `userData`: absent is `None` unless `required`; present must be an object.
+fn user_data(
+    body: &mut Map<String, Value>,
+    required: bool,
+) -> Result<Option<Map<String, Value>>, VoiceError> {
+    match body.remove("userData") {
+        Some(Value::Object(m)) => Ok(Some(m)),
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(VoiceError::BadRequest("userData missing".into())),
+        Some(_) => Err(VoiceError::BadRequest("userData must be an object".into())),
+    }
+}
+
+fn required_str(body: &Map<String, Value>, key: &str, max: usize) -> Result<String, VoiceError> {
+    match body.get(key) {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= max => Ok(s.clone()),
+        Some(Value::String(s)) if !s.is_empty() => {
+            Err(VoiceError::BadRequest(format!("{key} too long")))
+        }
+        _ => Err(VoiceError::BadRequest(format!("{key} missing"))),
+    }
+}
+
+impl VoiceApi {
+    /// The API with the built-in [`SimulatedTelephony`] (outbound calls answered after
+    /// [`VoiceConfig::outbound_answer_delay_ms`]). Logs a warning when the configuration uses
+    /// the demo credentials.
+    pub fn new(config: VoiceConfig, engine: Engine) -> Result<VoiceApi, ConfigError> {
+        let delay = Duration::from_millis(config.outbound_answer_delay_ms);
+        VoiceApi::with_telephony(config, engine, Arc::new(SimulatedTelephony::new(delay)))
+    }
+
+    /// The API with a host's own telephony source.
+    pub fn with_telephony(
+        config: VoiceConfig,
+        engine: Engine,
+        telephony: Arc<dyn Telephony>,
+    ) -> Result<VoiceApi, ConfigError> {
+        config.validate()?;
+        if config.uses_demo_credentials() {
+            tracing::warn!(
+                "voice API: running with the embedded demo users and their well-known password; \
+                 configure your own users"
+            );
+        }
+        let config = Arc::new(config);
+        let directory = Arc::new(Directory::new(&config.users));
+        let gate = Arc::new(Gate::new(&config, directory.clone()));
+        let switch = Switch::new(config.clone(), directory, engine, telephony);
+        Ok(VoiceApi {
+            inner: Arc::new(Inner {
+                config,
+                gate,
+                switch,
+            }),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &VoiceConfig {
+        &self.inner.config
+    }
+
+    /// Whether `path` belongs to this API: `/api/v2` and below, except the notifications
+    /// endpoint and its sub-paths (those belong to the Bayeux transport).
+    pub fn matches(&self, path: &str) -> bool {
+        let below = |mount: &str| {
+            path.strip_prefix(mount)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        below(API_PREFIX) && !below(self.notifications_path())
+    }
+
+    /// The path of the Bayeux notifications endpoint (default `/api/v2/notifications`).
+    pub fn notifications_path(&self) -> &str {
+        match self.inner.config.notifications_path.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        }
+    }
+
+    /// The origins allowed to use the API and the notifications endpoint from a browser
+    /// (`scheme://host[:port]`); a `"*"` entry means any. The transport's endpoint should be
+    /// configured with the same list.
+    pub fn allowed_origins(&self) -> &[String] {
+        self.inner.gate.origins()
+    }
+
+    /// The security policy to install on the engine
+    /// ([`bayeux_core::Engine::set_security_policy`]).
+    pub fn security_policy(&self) -> VoiceSecurityPolicy {
+        VoiceSecurityPolicy::new(self.notifications_path())
+    }
+
+    /// The authenticator for the notifications endpoint (Basic credentials or this API's
+    /// session cookie). It may be installed on other endpoints too.
+    pub fn authenticator(&self) -> VoiceAuthenticator {
+        VoiceAuthenticator {
+            gate: self.inner.gate.clone(),
+        }
+    }
+
+    /// A handle to drive calls from the network side (far-end answer and release, inbound
+    /// calls).
+    pub fn call_control(&self) -> CallControl {
+        self.inner.switch.control()
+    }
+
+    /// Handles one request under `/api/v2`. Never fails: every outcome is a JSON answer with a
+    /// `statusCode`.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+    {
+        let (parts, body) = req.into_parts();
+        let gate = &self.inner.gate;
+        // A refused origin gets no CORS headers: the foreign page cannot even read the refusal.
+        if !gate.request_origin_ok(&parts.headers) {
+            return error_response(&VoiceError::OriginNotAllowed);
+        }
+        let origin = parts.headers.get(ORIGIN).cloned();
+        let mut response = if parts.method == Method::OPTIONS {
+            preflight(&parts.headers, origin.is_some())
+        } else {
+            match gate.authenticate(&parts.headers) {
+                None => error_response(&VoiceError::Unauthenticated),
+                Some(creds) => {
+                    let mut r = match self.dispatch(&parts, body, creds.user()).await {
+                        Ok((status, v)) => json_response(status, &v),
+                        Err(e) => {
+                            let mut r = error_response(&e);
+                            if let (VoiceError::MethodNotAllowed, Some(route)) =
+                                (&e, Route::parse(parts.uri.path()))
+                            {
+                                r.headers_mut()
+                                    .insert(ALLOW, HeaderValue::from_static(route.allow_header()));
+                            }
+                            r
+                        }
+                    };
+                    if let Credentials::Basic {
+                        user,
+                        cookie_ok: false,
+                    } = &creds
+                        && let Ok(v) = HeaderValue::from_str(&gate.set_cookie(user))
+                    {
+                        r.headers_mut().insert(SET_COOKIE, v);
+                    }
+                    r
+                }
+            }
+        };
+        if let Some(o) = origin {
+            let h = response.headers_mut();
+            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, o);
+            h.insert(
+                ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            h.append(VARY, HeaderValue::from_static("Origin"));
+        }
+        response
+    }
+
+    async fn dispatch<B>(&self, parts: &http::request::Parts, body: B, user: &Arc<User>) -> Reply
+    where
+        B: Body<Data = Bytes>,
+    {
+        let route = Route::parse(parts.uri.path())
+            .ok_or_else(|| VoiceError::NotFound("Resource not found".into()))?;
+        if !route.allows(&parts.method) {
+            return Err(VoiceError::MethodNotAllowed);
+        }
+        let limit = self.inner.config.max_body_bytes;
+        if parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > limit as u64)
+        {
+            return Err(VoiceError::TooLarge);
+        }
+        let base = self.inner.config.base_url();
+        let switch = &self.inner.switch;
+        if parts.method == Method::GET {
+            return match route {
+                Route::Me => ok(Some(("user", user.user_json(base)))),
+                Route::MyDevices => ok(Some(("devices", json!([user.device_json(base)])))),
+                Route::MyDevice(id) | Route::Device(id) if user.owns_device(id) => {
+                    ok(Some(("device", user.device_json(base))))
+                }
+                Route::MyDevice(_) | Route::Device(_) => Err(VoiceError::device_not_found()),
+                Route::Calls => ok(Some(("calls", Value::Array(switch.calls_json(user)?)))),
+                Route::Call(id) => ok(Some(("call", switch.call_json(user, id)?))),
+                Route::MyDeviceCalls(_) => Err(VoiceError::MethodNotAllowed),
+            };
+        }
+        let body = read_body(body, limit).await?;
+        let (name, mut body) = parse_operation(&body)?;
+        match route {
+            Route::MyDeviceCalls(device) => {
+                if name != "Dial" {
+                    return Err(unknown_operation(&name));
+                }
+                Switch::check_features(user, None)?;
+                let destination = match body.get("destination") {
+                    Some(Value::Object(d)) => required_str(d, "phoneNumber", MAX_NUMBER_LEN)?,
+                    _ => return Err(VoiceError::BadRequest("destination missing".into())),
+                };
+                if !destination.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(VoiceError::BadRequest("phoneNumber is not a number".into()));
+                }
+                let data = user_data(&mut body, false)?;
+                switch.dial(user, device, &destination, data)?;
+                ok(None)
+            }
+            Route::MyDevice(device) => {
+                if name != Operation::StopCallRecording.name() {
+                    return Err(unknown_operation(&name));
+                }
+                switch.stop_device_recording(user, device)?;
+                ok(None)
+            }
+            Route::Call(id) => {
+                let op = Operation::from_name(&name).ok_or_else(|| unknown_operation(&name))?;
+                Switch::check_features(user, Some(op))?;
+                let mut params = OpParams::default();
+                match op {
+                    Operation::AttachUserData | Operation::UpdateUserData => {
+                        params.user_data = user_data(&mut body, true)?;
+                    }
+                    Operation::DeleteUserDataPair => {
+                        params.key = Some(required_str(&body, "key", usize::MAX)?);
+                    }
+                    Operation::SendDtmf => {
+                        required_str(&body, "dtmfDigits", MAX_DTMF_LEN)?;
+                    }
+                    _ => {}
+                }
+                switch.call_operation(user, id, op, params)?;
+                ok(None)
+            }
+            _ => Err(VoiceError::MethodNotAllowed),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn switch(&self) -> &Arc<Switch> {
+        &self.inner.switch
+    }
+}
+
+/// The answer to `OPTIONS` (unauthenticated, as browsers send preflights without
+/// credentials); the caller adds the CORS origin headers.
+fn preflight(headers: &http::HeaderMap, cors: bool) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(ALLOW, HeaderValue::from_static(METHODS));
+    if cors {
+        h.insert(
+            ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(METHODS),
+        );
+        let requested = headers
+            .get(ACCESS_CONTROL_REQUEST_HEADERS)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("Authorization, Content-Type"));
+        h.insert(ACCESS_CONTROL_ALLOW_HEADERS, requested);
+        h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    }
+    r
+}
+
+impl<B> tower::Service<Request<B>> for VoiceApi
+where
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let api = self.clone();
+        Box::pin(async move { Ok(api.handle(req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::parse("/api/v2/me"), Some(Route::Me));
+        assert_eq!(Route::parse("/api/v2/me/"), Some(Route::Me));
+        assert_eq!(Route::parse("/api/v2/me/devices"), Some(Route::MyDevices));
+        assert_eq!(
+            Route::parse("/api/v2/me/devices/x"),
+            Some(Route::MyDevice("x"))
+        );
+        assert_eq!(
+            Route::parse("/api/v2/me/devices/x/calls"),
+            Some(Route::MyDeviceCalls("x"))
+        );
+        assert_eq!(Route::parse("/api/v2/devices/x"), Some(Route::Device("x")));
+        assert_eq!(Route::parse("/api/v2/me/calls"), Some(Route::Calls));
+        assert_eq!(
+            Route::parse("/api/v2/me/calls/ABC"),
+            Some(Route::Call("ABC"))
+        );
+        for bad in [
+            "/api/v2",
+            "/api/v2/",
+            "/api/v2/me//calls",
+            "/api/v2/mex",
+            "/api/v2/me/calls/a/b",
+            "/api/v3/me",
+        ] {
+            assert_eq!(Route::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn matches_excludes_the_notifications_endpoint() {
+        let api = VoiceApi::new(VoiceConfig::default(), Engine::new(Default::default())).unwrap();
+        assert!(api.matches("/api/v2/me"));
+        assert!(api.matches("/api/v2"));
+        assert!(api.matches("/api/v2/unknown"));
+        assert!(!api.matches("/api/v2/notifications"));
+        assert!(!api.matches("/api/v2/notifications/handshake"));
+        assert!(!api.matches("/api/v20"));
+        assert!(!api.matches("/cometd"));
+        assert!(api.switch().call_count() == 0);
+    }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it. Installs what the tests need when it is missing
+# (Node packages for the CometD JavaScript client, Debian's Chromium, cargo-fuzz, ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+step "installing test dependencies"
+bash scripts/install-test-deps.sh
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "unit, integration, property and abuse tests"
+cargo test --workspace
+
+step "interop: the official CometD JavaScript client (Node and headless Chromium)"
+cargo build -p bayeux-server
+BAYEUX_SERVER_BIN="$PWD/target/debug/bayeux-server" bash tests/interop/run.sh
+
+if [ -f fuzz/run-ci.sh ] && [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  step "bounded fuzzing (${FUZZ_SECONDS:-60}s per target)"
+  bash fuzz/run-ci.sh
+fi
+
+step "all tests passed"

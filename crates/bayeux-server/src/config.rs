@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bayeux_core::{EngineConfig, Limits, OverflowPolicy};
 use bayeux_transport::{CookieConfig, Endpoint, Origins, SameSite, TransportConfig};
+use bayeux_voice::VoiceConfig;
 use serde::Deserialize;
 
 /// The whole file.
@@ -18,8 +19,12 @@ pub struct ServerConfig {
     pub log: String,
     /// Seconds allowed for graceful shutdown.
     pub shutdown_grace_secs: u64,
+    /// Whether the voice API emulation (`/api/v2`) and its notifications endpoint are served.
+    pub voice_enabled: bool,
     /// The Bayeux engine and its transports.
     pub bayeux: BayeuxSection,
+    /// The voice API emulation (users, devices, origins, ...).
+    pub voice: VoiceConfig,
 }
 
 impl Default for ServerConfig {
@@ -28,7 +33,9 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             log: "info".into(),
             shutdown_grace_secs: 5,
+            voice_enabled: true,
             bayeux: BayeuxSection::default(),
+            voice: VoiceConfig::default(),
         }
     }
 }

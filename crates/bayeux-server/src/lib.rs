@@ -9,12 +9,15 @@ pub mod config;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bayeux_core::{AckExtension, Engine, TimesyncExtension};
-use bayeux_transport::{BayeuxService, Body, ShutdownHandle};
+use bayeux_transport::auth::Authenticator;
+use bayeux_transport::{BayeuxService, Body, Endpoint, Origins, ShutdownHandle};
+use bayeux_voice::{VoiceApi, VoiceConfig};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -27,6 +30,7 @@ pub use config::ServerConfig;
 pub struct App {
     bayeux: BayeuxService,
     shutdown: ShutdownHandle,
+    voice: Option<VoiceApi>,
 }
 
 impl std::fmt::Debug for App {
@@ -36,13 +40,55 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// Builds the engine, its extensions and transports. Must run inside a tokio runtime.
+    /// Builds the engine, its extensions, transports and the voice API, for a server reached at
+    /// the configured listen address. Must run inside a tokio runtime.
     pub fn build(config: &ServerConfig) -> Result<App, String> {
+        App::build_for(config, config.listen)
+    }
+
+    /// As [`App::build`], for a server actually listening on `addr` (used for the voice API's
+    /// URIs when the configuration does not set `voice.public_base_url`).
+    pub fn build_for(config: &ServerConfig, addr: SocketAddr) -> Result<App, String> {
         let engine = Engine::new(config.engine()?);
         engine.add_extension(Arc::new(AckExtension));
         engine.add_extension(Arc::new(TimesyncExtension));
-        let (bayeux, shutdown) = BayeuxService::new(engine, config.transport()?);
-        Ok(App { bayeux, shutdown })
+        let mut transport = config.transport()?;
+        let voice = if config.voice_enabled {
+            let mut vc = config.voice.clone();
+            if vc.public_base_url == VoiceConfig::default().public_base_url {
+                vc.public_base_url = format!("http://{addr}");
+            }
+            let voice = VoiceApi::new(vc, engine.clone()).map_err(|e| format!("voice: {e}"))?;
+            engine.set_security_policy(Arc::new(voice.security_policy()));
+            let auth: Arc<dyn Authenticator> = Arc::new(voice.authenticator());
+            // Users who authenticate on the open endpoint too get their own notifications there;
+            // anonymous sessions stay allowed on it.
+            for e in &mut transport.endpoints {
+                e.authenticator = Some(auth.clone());
+            }
+            let mut notifications = Endpoint::new(voice.notifications_path());
+            notifications.authenticator = Some(auth);
+            notifications.origins = if voice.allowed_origins().iter().any(|o| o == "*") {
+                Origins::Any
+            } else {
+                Origins::List(voice.allowed_origins().to_vec())
+            };
+            transport.endpoints.push(notifications);
+            Some(voice)
+        } else {
+            None
+        };
+        let (bayeux, shutdown) = BayeuxService::new(engine, transport);
+        Ok(App {
+            bayeux,
+            shutdown,
+            voice,
+        })
+    }
+
+    /// The voice API, when enabled.
+    pub fn voice(&self) -> Option<&VoiceApi> {
+        self.voice.as_ref()
     }
 
     /// The engine (to publish from the server side).
@@ -90,6 +136,10 @@ impl App {
                 self.bayeux.render_metrics(),
             ),
             p if self.bayeux.matches(p) => self.bayeux.handle(req).await,
+            p if self.voice.as_ref().is_some_and(|v| v.matches(p)) => match &self.voice {
+                Some(v) => v.handle(req).await,
+                None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+            },
             _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
         }
     }

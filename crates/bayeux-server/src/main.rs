@@ -83,11 +83,11 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: ServerConfig) -> Result<(), String> {
-    let app = App::build(&config)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = App::build_for(&config, addr)?;
     // Scripts and tests read this line to find the port.
     println!(
         "bayeux-server listening on http://{addr} (Bayeux endpoint {})",

@@ -484,11 +484,14 @@ impl Reply {
     }
 }
 
-/// Serializes a delivery (`{"channel":..,"data":..,"ext":..}`) once; the bytes are then shared
-/// by every recipient. Deliveries carry no `id` and no `clientId`.
-pub fn encode_delivery(channel: &str, data: &RawValue, ext: Option<&RawValue>) -> Bytes {
-    let mut out = BytesMut::with_capacity(channel.len() + data.get().len() + 32);
-    out.put_slice(b"{\"channel\":");
+/// Serializes a delivery once, *framed* as a one-element JSON array
+/// (`[{"channel":..,"data":..,"ext":..}]`): the same bytes go into every recipient's queue and,
+/// when a recipient has just that one message waiting, they are the whole WebSocket frame or
+/// long-poll body, with no copy. [`join_array`] unwraps framed parts when it joins several.
+/// Deliveries carry no `id` and no `clientId`.
+pub fn encode_delivery_framed(channel: &str, data: &RawValue, ext: Option<&RawValue>) -> Bytes {
+    let mut out = BytesMut::with_capacity(channel.len() + data.get().len() + 34);
+    out.put_slice(b"[{\"channel\":");
     // A validated channel has no characters that need escaping, but stay correct regardless.
     out.put_slice(&serde_json::to_vec(channel).unwrap_or_default());
     out.put_slice(b",\"data\":");
@@ -497,18 +500,54 @@ pub fn encode_delivery(channel: &str, data: &RawValue, ext: Option<&RawValue>) -
         out.put_slice(b",\"ext\":");
         out.put_slice(ext.get().as_bytes());
     }
-    out.put_u8(b'}');
+    out.put_slice(b"}]");
     out.freeze()
 }
 
-/// Joins serialized messages into one JSON array, the body of a long-poll response or a
-/// WebSocket frame.
+/// Serializes a delivery as one JSON object (`{"channel":..,"data":..}`).
+pub fn encode_delivery(channel: &str, data: &RawValue, ext: Option<&RawValue>) -> Bytes {
+    unframe(&encode_delivery_framed(channel, data, ext))
+}
+
+fn is_framed(b: &[u8]) -> bool {
+    b.len() >= 2 && b[0] == b'[' && b[b.len() - 1] == b']'
+}
+
+/// The message object inside a framed delivery (a zero-copy slice); other bytes unchanged.
+pub fn unframe(b: &Bytes) -> Bytes {
+    if is_framed(b) {
+        b.slice(1..b.len() - 1)
+    } else {
+        b.clone()
+    }
+}
+
+/// A message object as a framed one-element array (one copy).
+pub fn frame(b: &Bytes) -> Bytes {
+    if is_framed(b) {
+        return b.clone();
+    }
+    let mut out = BytesMut::with_capacity(b.len() + 2);
+    out.put_u8(b'[');
+    out.put_slice(b);
+    out.put_u8(b']');
+    out.freeze()
+}
+
+/// Joins serialized messages (objects, or framed deliveries) into one JSON array, the body of a
+/// long-poll response or a WebSocket frame. A single framed delivery is returned as is.
 pub fn join_array<'a, I>(parts: I) -> Bytes
 where
     I: IntoIterator<Item = &'a Bytes>,
     I::IntoIter: Clone,
 {
     let parts = parts.into_iter();
+    let mut probe = parts.clone();
+    if let (Some(only), None) = (probe.next(), probe.next())
+        && is_framed(only)
+    {
+        return only.clone();
+    }
     let len: usize = parts.clone().map(|p| p.len() + 1).sum::<usize>() + 2;
     let mut out = BytesMut::with_capacity(len);
     out.put_u8(b'[');
@@ -516,7 +555,11 @@ where
         if i > 0 {
             out.put_u8(b',');
         }
-        out.put_slice(p);
+        if is_framed(p) {
+            out.put_slice(&p[1..p.len() - 1]);
+        } else {
+            out.put_slice(p);
+        }
     }
     out.put_u8(b']');
     out.freeze()
@@ -621,6 +664,13 @@ mod tests {
         let b = encode_delivery("/a/b", &data, None);
         assert_eq!(&b[..], br#"{"channel":"/a/b","data":{"x":1}}"#);
         let joined = join_array([&b, &b]);
+        let framed = encode_delivery_framed("/a/b", &data, None);
+        assert_eq!(&framed[..], br#"[{"channel":"/a/b","data":{"x":1}}]"#);
+        // One framed delivery is its own frame: the very same buffer, no copy.
+        assert_eq!(join_array([&framed]).as_ptr(), framed.as_ptr());
+        assert_eq!(join_array([&framed, &framed]), join_array([&b, &b]));
+        assert_eq!(unframe(&framed), b);
+        assert_eq!(frame(&b), framed);
         let parsed: serde_json::Value = serde_json::from_slice(&joined).unwrap();
         assert_eq!(parsed.as_array().unwrap().len(), 2);
         assert_eq!(&join_array(std::iter::empty::<&Bytes>())[..], b"[]");

@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::channel::{ChannelId, ChannelKind, ChannelPattern};
-use crate::codec::{Advice, Limits, Message, MessageId, Reply, encode_delivery};
+use crate::codec::{
+    Advice, Limits, Message, MessageId, Reply, encode_delivery_framed, frame, unframe,
+};
 use crate::error::{Error, Failure, Reconnect};
 use crate::ext::{Decision, Extension, Listener, RemoveReason, RequestContext, SecurityPolicy};
 use crate::router::Router;
@@ -827,13 +829,13 @@ impl Engine {
     ) -> usize {
         let kind = channel.kind();
         let bytes = match kind {
-            ChannelKind::Broadcast => encode_delivery(channel.as_str(), data, ext),
+            ChannelKind::Broadcast => encode_delivery_framed(channel.as_str(), data, ext),
             _ => Bytes::new(),
         };
         let count = self.fan_out(channel, &bytes, kind, data, ext, sender, id, exclude);
         if kind == ChannelKind::Broadcast {
             if let Some(bp) = self.inner.backplane.read().clone() {
-                bp.publish(channel, &bytes);
+                bp.publish(channel, &unframe(&bytes));
             }
             for l in self.listeners().iter() {
                 l.published(channel, count);
@@ -943,9 +945,10 @@ impl Engine {
         let Ok(env) = serde_json::from_slice::<Env<'_>>(message) else {
             return 0;
         };
+        let framed = frame(message);
         self.fan_out(
             channel,
-            message,
+            &framed,
             channel.kind(),
             env.data,
             env.ext,
@@ -963,7 +966,7 @@ impl Engine {
         data: &RawValue,
     ) -> Result<(), Error> {
         let s = self.session(session).ok_or(Error::UnknownSession)?;
-        let bytes = encode_delivery(channel.as_str(), data, None);
+        let bytes = encode_delivery_framed(channel.as_str(), data, None);
         self.deliver_bytes(&s, channel, data, &bytes)
     }
 
@@ -1007,10 +1010,10 @@ impl Engine {
         channel: &ChannelId,
         data: &RawValue,
     ) -> usize {
-        let bytes = encode_delivery(channel.as_str(), data, None);
+        let bytes = encode_delivery_framed(channel.as_str(), data, None);
         let n = self.deliver_to_principal_local(principal, channel, data, &bytes);
         if let Some(bp) = self.inner.backplane.read().clone() {
-            bp.deliver_to_principal(principal, &bytes);
+            bp.deliver_to_principal(principal, &unframe(&bytes));
         }
         n
     }
@@ -1042,7 +1045,7 @@ impl Engine {
         let Ok(channel) = ChannelId::parse(env.channel) else {
             return 0;
         };
-        self.deliver_to_principal_local(principal, &channel, env.data, message)
+        self.deliver_to_principal_local(principal, &channel, env.data, &frame(message))
     }
 
     /// Creates a local (server-side) session whose deliveries call `callback`.

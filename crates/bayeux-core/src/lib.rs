@@ -37,7 +37,7 @@ pub mod session;
 pub use channel::{ChannelId, ChannelKind, ChannelPattern, Wildcard};
 pub use codec::{
     Advice, AdviceIn, Limits, Message, MessageId, Raw, Reply, Subscription, decode_batch,
-    encode_batch, encode_delivery, join_array,
+    encode_batch, encode_delivery, encode_delivery_framed, frame, join_array, unframe,
 };
 pub use engine::{Backplane, Engine, EngineConfig, Hold, LocalSession, Outcome, Stats};
 pub use error::{Error, Failure, Reconnect};

@@ -327,7 +327,7 @@ impl<'de> de::DeserializeSeed<'de> for BoundedBatch {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Message>, A::Error> {
                 let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(self.0).min(64));
-                while let Some(m) = seq.next_element::<Message>()? {
+                while let Some(m) = seq.next_element_seed(ObjectOnly)? {
                     if out.len() == self.0 {
                         return Err(de::Error::custom(TOO_MANY));
                     }
@@ -341,6 +341,27 @@ impl<'de> de::DeserializeSeed<'de> for BoundedBatch {
             }
         }
         d.deserialize_any(V(self.limit))
+    }
+}
+
+/// A message must be a JSON object: serde's derived struct visitor would also take an array and
+/// fill the fields by position.
+struct ObjectOnly;
+
+impl<'de> de::DeserializeSeed<'de> for ObjectOnly {
+    type Value = Message;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Message, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Message;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Bayeux message object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Message, A::Error> {
+                Message::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 

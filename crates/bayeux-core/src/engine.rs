@@ -130,7 +130,6 @@ pub struct Hold {
     generation: u64,
     deadline: Instant,
     request: Message,
-    browser_slot: Option<Arc<str>>,
     engine: Engine,
     finished: bool,
 }
@@ -166,11 +165,13 @@ impl Hold {
             .stats
             .held_connects
             .fetch_sub(1, Ordering::Relaxed);
-        if let Some(b) = self.browser_slot.take() {
-            self.engine.release_browser(&b);
-        }
         let mut st = self.session.state.lock();
         if st.hold_gen == self.generation {
+            if std::mem::take(&mut st.browser_slot)
+                && let Some(b) = self.session.browser()
+            {
+                self.engine.release_browser(b);
+            }
             st.held = false;
             st.last_seen = now.unwrap_or(self.deadline).max(st.last_seen);
             true
@@ -356,7 +357,12 @@ impl Engine {
     fn failure(&self, msg: &Message, channel: Option<&str>, failure: Failure) -> Reply {
         let mut r = Reply::new(channel, msg.id.clone(), false);
         r.error = Some(failure.error_string());
-        r.advice = Some(self.advice(failure.reconnect(), None));
+        let mut advice = self.advice(failure.reconnect(), None);
+        if failure == Failure::TooManySessions {
+            // Back off instead of handshaking again at once while the server is full.
+            advice.interval = self.inner.config.multi_session_interval_ms.max(1000);
+        }
+        r.advice = Some(advice);
         if let Some(sub) = &msg.subscription
             && matches!(channel, Some("/meta/subscribe" | "/meta/unsubscribe"))
         {
@@ -403,7 +409,7 @@ impl Engine {
         let extensions = self.extensions();
         for mut msg in batch {
             self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
-            let session = msg.client_id.as_deref().and_then(|id| self.session(id));
+            let session = self.find_session(ctx, &msg).ok();
             if !extensions
                 .iter()
                 .all(|e| e.incoming(session.as_ref(), &mut msg))
@@ -508,7 +514,6 @@ impl Engine {
             c.overflow,
             now,
         ));
-        self.apply_client_advice(&session, msg);
         self.add_session(&session);
         let mut r = Reply::new(Some("/meta/handshake"), msg.id.clone(), true);
         r.version = Some("1.0");
@@ -578,7 +583,6 @@ impl Engine {
         };
         // Multiple clients: a second long poll from the same browser is answered at once.
         let c = &self.inner.config;
-        let mut browser_slot = None;
         let mut multiple = false;
         let mut st = session.state.lock();
         let first = !st.connected;
@@ -594,11 +598,19 @@ impl Engine {
             && c.max_sessions_per_browser > 0
             && let Some(b) = session.browser()
         {
-            if self.take_browser(b) {
-                browser_slot = Some(Arc::from(b));
+            // A session replacing its own held connect keeps that connect's slot.
+            if st.browser_slot || self.take_browser(b) {
+                st.browser_slot = true;
             } else {
                 multiple = true;
             }
+        }
+        // Not held: a slot kept from a superseded connect is given back.
+        if (!hold || multiple)
+            && std::mem::take(&mut st.browser_slot)
+            && let Some(b) = session.browser()
+        {
+            self.release_browser(b);
         }
         // A newer connect supersedes the held one, whatever this one does.
         st.hold_gen += 1;
@@ -613,12 +625,15 @@ impl Engine {
                 .stats
                 .held_connects
                 .fetch_add(1, Ordering::Relaxed);
+            // Two connects in one batch: the first is answered (empty, superseded) now.
+            if let Some(old) = out.hold.take() {
+                out.replies.extend(self.finish_hold(old, now));
+            }
             out.hold = Some(Hold {
                 session: session.clone(),
                 generation,
                 deadline: now + Duration::from_millis(timeout),
                 request: msg.clone(),
-                browser_slot,
                 engine: self.clone(),
                 finished: false,
             });
@@ -633,7 +648,13 @@ impl Engine {
         let mut advice = self.advice(Reconnect::Retry, Some(&session));
         if multiple {
             advice.multiple_clients = true;
-            advice.interval = c.multi_session_interval_ms;
+            if c.multi_session_interval_ms == 0 {
+                // CometD: without a polling interval for extra tabs, they are told to stop.
+                r.successful = false;
+                advice.reconnect = Reconnect::None;
+            } else {
+                advice.interval = c.multi_session_interval_ms;
+            }
         }
         r.advice = Some(advice);
         Ok((Some(r), session))
@@ -1140,7 +1161,7 @@ impl Engine {
             .map(|e| e.value().clone())
             .collect();
         for s in all {
-            self.remove_session(&s, RemoveReason::Disconnected);
+            self.remove_session(&s, RemoveReason::ServerShutdown);
         }
     }
 

@@ -120,6 +120,8 @@ pub enum RemoveReason {
     Expired,
     /// Its queue overflowed under [`crate::OverflowPolicy::Disconnect`].
     QueueOverflow,
+    /// The server is shutting down ([`crate::Engine::close_all`]).
+    ServerShutdown,
 }
 
 /// Observes the engine. Every method has an empty default.
@@ -181,7 +183,32 @@ impl Extension for AckExtension {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TimesyncExtension;
 
+fn epoch_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 impl Extension for TimesyncExtension {
+    fn incoming(&self, _session: Option<&Arc<Session>>, message: &mut Message) -> bool {
+        // Record when the request arrived: a held connect is answered much later, and the
+        // client needs the arrival time (`ts`) and the time kept (`p`) separately.
+        if matches!(
+            message.channel.as_deref(),
+            Some("/meta/handshake" | "/meta/connect")
+        ) && let Some(ext) = &message.ext
+            && let Some(mut map) = ext.parse::<serde_json::Map<String, Value>>()
+            && let Some(Value::Object(ts)) = map.get_mut("timesync")
+        {
+            ts.insert("ts".into(), json!(epoch_ms()));
+            if let Ok(raw) = crate::codec::Raw::from_value(&map) {
+                message.ext = Some(raw);
+            }
+        }
+        true
+    }
+
     fn outgoing(&self, _session: Option<&Arc<Session>>, request: &Message, reply: &mut Reply) {
         if !matches!(
             request.channel.as_deref(),
@@ -197,12 +224,14 @@ impl Extension for TimesyncExtension {
         };
         let l = ts.get("l").and_then(Value::as_i64).unwrap_or(0);
         let o = ts.get("o").and_then(Value::as_i64).unwrap_or(0);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now = epoch_ms();
+        let received = ts.get("ts").and_then(Value::as_i64).unwrap_or(now);
         // The client's estimate of server time at reception was tc + o + l.
-        let a = tc + o + l - now;
-        reply.set_ext("timesync", json!({"tc": tc, "ts": now, "p": 0, "a": a}));
+        let a = tc + o + l - received;
+        let p = (now - received).max(0);
+        reply.set_ext(
+            "timesync",
+            json!({"tc": tc, "ts": received, "p": p, "a": a}),
+        );
     }
 }

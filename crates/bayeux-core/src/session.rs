@@ -160,6 +160,8 @@ pub(crate) struct State {
     pub connected: bool,
     pub closed: bool,
     pub closed_reason: Option<RemoveReason>,
+    /// Whether the session's current held connect counts against its browser's long polls.
+    pub browser_slot: bool,
     /// Client-requested hold time and interval, ms.
     pub timeout: Option<u64>,
     pub interval: Option<u64>,
@@ -224,6 +226,7 @@ impl Session {
                 connected: false,
                 closed: false,
                 closed_reason: None,
+                browser_slot: false,
                 timeout: None,
                 interval: None,
                 subscriptions: HashSet::new(),

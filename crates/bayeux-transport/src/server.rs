@@ -8,7 +8,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::service::BayeuxService;
 
@@ -47,6 +47,10 @@ where
         .header_read_timeout(cfg.header_read_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let first_byte_timeout = cfg.header_read_timeout;
+    // Tells connections still waiting for their first byte that serving has stopped.
+    let (closing_tx, closing_rx) = watch::channel(false);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -71,18 +75,32 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let service = service.clone();
+        let mut closing = closing_rx.clone();
         let metrics = bayeux.clone();
         tokio::spawn(async move {
             metrics
                 .metrics()
                 .connections
                 .fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            // hyper's header read timeout starts only once the HTTP version is known, after the
+            // first bytes: a client that connects and sends nothing would keep its slot forever.
+            let mut probe = [0u8; 1];
+            let readable = tokio::select! {
+                r = tokio::time::timeout(first_byte_timeout, stream.peek(&mut probe)) => {
+                    matches!(r, Ok(Ok(n)) if n > 0)
+                }
+                _ = closing.wait_for(|c| *c) => false,
+            };
+            if readable {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
             }
             metrics
                 .metrics()
@@ -92,6 +110,7 @@ where
         });
     }
     drop(listener);
+    let _ = closing_tx.send(true);
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {

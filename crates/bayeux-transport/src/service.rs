@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -259,10 +260,7 @@ impl BayeuxService {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
                 {
-                    Err(bayeux_error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &CoreError::TooLarge { limit },
-                    ))
+                    Err(self.bayeux_error(&CoreError::TooLarge { limit }))
                 } else {
                     Err(plain(StatusCode::BAD_REQUEST, "could not read the body"))
                 }
@@ -275,6 +273,10 @@ impl BayeuxService {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.shared
+            .metrics
+            .http_requests
+            .fetch_add(1, Ordering::Relaxed);
         let form = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -305,7 +307,7 @@ impl BayeuxService {
                 }
                 r
             }
-            Err(e) => bayeux_error(StatusCode::BAD_REQUEST, &e),
+            Err(e) => self.bayeux_error(&e),
         }
     }
 
@@ -334,6 +336,10 @@ impl BayeuxService {
         req: Request<B>,
         mut ctx: RequestContext,
     ) -> Response<Body> {
+        self.shared
+            .metrics
+            .http_requests
+            .fetch_add(1, Ordering::Relaxed);
         let query = req.uri().query().unwrap_or("");
         let mut callback = "jsonpcallback".to_owned();
         let mut messages = Vec::new();
@@ -352,14 +358,16 @@ impl BayeuxService {
         for m in &messages {
             match decode_batch(m.as_bytes(), &limits) {
                 Ok(b) => batch.extend(b),
-                Err(e) => return bayeux_error(StatusCode::BAD_REQUEST, &e),
+                Err(e) => return self.bayeux_error(&e),
             }
         }
-        if batch.is_empty() || batch.len() > limits.max_messages {
-            return bayeux_error(
-                StatusCode::BAD_REQUEST,
-                &CoreError::Malformed("no message parameter".into()),
-            );
+        if batch.len() > limits.max_messages {
+            return self.bayeux_error(&CoreError::TooManyMessages {
+                limit: limits.max_messages,
+            });
+        }
+        if batch.is_empty() {
+            return self.bayeux_error(&CoreError::Malformed("no message parameter".into()));
         }
         let cookie = self.mint_browser(&mut ctx, &batch);
         let out = self.run_batch(&ctx, batch).await;
@@ -378,6 +386,22 @@ impl BayeuxService {
             r.headers_mut().append(header::SET_COOKIE, c);
         }
         r
+    }
+
+    /// An HTTP error whose body is a Bayeux failure, for a request the codec refused: 413 for
+    /// the size limits, 400 otherwise.
+    fn bayeux_error(&self, e: &CoreError) -> Response<Body> {
+        let status = match e {
+            CoreError::TooLarge { .. } | CoreError::TooManyMessages { .. } => {
+                self.shared.metrics.oversize.fetch_add(1, Ordering::Relaxed);
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        json_response(
+            status,
+            error_body(e, self.shared.engine.config().timeout_ms),
+        )
     }
 
     /// Runs a batch, holding its `/meta/connect` if the engine says so, and returns the JSON
@@ -507,14 +531,15 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
     r
 }
 
-/// An HTTP error whose body is a Bayeux failure, for requests the codec refused.
-pub(crate) fn bayeux_error(status: StatusCode, e: &CoreError) -> Response<Body> {
+/// The Bayeux failure (a JSON array) for a request or frame the codec refused, with complete
+/// advice.
+pub(crate) fn error_body(e: &CoreError, timeout_ms: u64) -> Bytes {
     let body = serde_json::json!([{
         "successful": false,
         "error": e.bayeux_error(),
-        "advice": {"reconnect": "retry", "interval": 0},
+        "advice": {"reconnect": "retry", "interval": 0, "timeout": timeout_ms},
     }]);
-    json_response(status, Bytes::from(body.to_string()))
+    Bytes::from(body.to_string())
 }
 
 pub(crate) fn plain(status: StatusCode, text: &str) -> Response<Body> {

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::config::TransportConfig;
-use crate::service::{Shared, stopped};
+use crate::service::{Shared, error_body, stopped};
 
 pub(crate) fn socket_config(cfg: &TransportConfig) -> WebSocketConfig {
     WebSocketConfig::default()
@@ -122,12 +122,8 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
                         let batch = match decode_batch(t.as_bytes(), &limits) {
                             Ok(b) => b,
                             Err(e) => {
-                                let body = serde_json::json!([{
-                                    "successful": false,
-                                    "error": e.bayeux_error(),
-                                    "advice": {"reconnect": "retry", "interval": 0},
-                                }]);
-                                if sink.send(Message::text(body.to_string())).await.is_err() {
+                                let body = error_body(&e, engine.config().timeout_ms);
+                                if sink.send(text(body)).await.is_err() {
                                     break;
                                 }
                                 continue;

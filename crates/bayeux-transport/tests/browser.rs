@@ -1,0 +1,494 @@
+//! What browsers depend on: the `BAYEUX_BROWSER` cookie (binding and multiple-clients advice),
+//! CORS, JSONP callback-polling, and request authentication.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bayeux_core::EngineConfig;
+use bayeux_transport::auth::Authenticator;
+use bayeux_transport::{Endpoint, Origins, TransportConfig};
+use common::*;
+use http::{Method, StatusCode, header};
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+async fn server() -> Server {
+    Server::start(engine_config(10_000), TransportConfig::default()).await
+}
+
+#[tokio::test]
+async fn handshake_sets_an_http_only_browser_cookie() {
+    bounded(async {
+        let s = server().await;
+        let mut c = s.client();
+        let resp = c
+            .post(
+                "/cometd/handshake",
+                &json!([handshake_msg("1", &["long-polling"])]),
+            )
+            .await;
+        let cookies = resp.set_cookies();
+        assert_eq!(cookies.len(), 1, "{cookies:?}");
+        let cookie = &cookies[0];
+        let (kv, attrs) = cookie.split_once(';').unwrap();
+        let (name, value) = kv.split_once('=').unwrap();
+        assert_eq!(name, "BAYEUX_BROWSER");
+        assert!(
+            value.len() >= 16 && value.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{value}"
+        );
+        let attrs: Vec<&str> = attrs.split(';').map(str::trim).collect();
+        assert!(attrs.contains(&"HttpOnly"), "{cookie}");
+        assert!(attrs.contains(&"Path=/"), "{cookie}");
+        // A request that already carries the cookie gets no new one.
+        let resp = c
+            .post(
+                "/cometd/handshake",
+                &json!([handshake_msg("2", &["long-polling"])]),
+            )
+            .await;
+        assert!(resp.set_cookies().is_empty(), "{:?}", resp.set_cookies());
+        // Only handshakes mint a cookie.
+        let mut other = s.client();
+        let resp = other
+            .post(
+                "/cometd/connect",
+                &json!([connect_msg("x", "1", "long-polling")]),
+            )
+            .await;
+        assert!(resp.set_cookies().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn client_id_with_another_browsers_cookie_is_session_unknown() {
+    bounded(async {
+        let s = server().await;
+        let mut c = s.client();
+        c.handshake().await;
+        let mut thief = s.client();
+        thief.cookie = Some("BAYEUX_BROWSER=0123456789abcdef0123456789abcdef".into());
+        thief.client_id = c.client_id.clone();
+        let msgs = thief.try_connect().await;
+        let r = &msgs[0];
+        assert_eq!(r["successful"], false, "{r}");
+        assert_eq!(r["error"], "402::session_unknown");
+        assert_eq!(r["advice"]["reconnect"], "handshake");
+        let r = thief.subscribe(json!("/a")).await;
+        assert_eq!(r["error"], "402::session_unknown", "{r}");
+        // The owner is unaffected.
+        let msgs = c.connect().await;
+        assert_eq!(msgs.last().unwrap()["successful"], true);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn client_id_without_a_cookie_is_accepted() {
+    bounded(async {
+        let s = server().await;
+        let mut c = s.client();
+        c.handshake().await;
+        assert!(c.cookie.is_some());
+        let mut cookieless = c.clone();
+        cookieless.cookie = None;
+        let msgs = cookieless.connect().await;
+        assert_eq!(msgs.last().unwrap()["successful"], true, "{msgs:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn strict_browser_refuses_a_client_id_without_its_cookie() {
+    bounded(async {
+        let s = Server::start(
+            EngineConfig {
+                strict_browser: true,
+                ..engine_config(10_000)
+            },
+            TransportConfig::default(),
+        )
+        .await;
+        let mut c = s.client();
+        c.handshake().await;
+        let mut cookieless = c.clone();
+        cookieless.cookie = None;
+        let msgs = cookieless.try_connect().await;
+        let r = &msgs[0];
+        assert_eq!(r["error"], "402::session_unknown", "{r}");
+        assert_full_advice(r);
+        let msgs = c.connect().await;
+        assert_eq!(msgs.last().unwrap()["successful"], true);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn second_session_of_a_browser_gets_multiple_clients_advice() {
+    bounded(async {
+        let s = server().await;
+        let mut a = s.client();
+        a.handshake_and_connect().await;
+        let mut b = s.client();
+        b.cookie = a.cookie.clone();
+        b.handshake_and_connect().await;
+        assert_ne!(a.client_id, b.client_id);
+        let held_a = a.spawn_connect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!held_a.is_finished(), "the first tab's connect is held");
+        let t = std::time::Instant::now();
+        let msgs = step("second tab's connect", b.connect()).await;
+        assert!(t.elapsed() < PROMPT, "{:?}", t.elapsed());
+        let r = msgs.last().unwrap();
+        assert_eq!(r["successful"], true, "{r}");
+        assert_eq!(r["advice"]["multiple-clients"], true, "{r}");
+        assert_eq!(r["advice"]["reconnect"], "retry", "{r}");
+        assert_eq!(r["advice"]["interval"], 2000, "{r}");
+        assert!(!held_a.is_finished(), "the first tab keeps its long poll");
+        // A different browser is not limited.
+        let mut other = s.client();
+        other.handshake_and_connect().await;
+        let held_other = other.spawn_connect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!held_other.is_finished());
+        held_a.abort();
+        held_other.abort();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn preflight_on_a_sub_path_allows_the_origin_with_credentials() {
+    bounded(async {
+        let s = server().await;
+        let req = empty(Method::OPTIONS, s.addr, "/cometd/handshake")
+            .header(header::ORIGIN, "http://app.example:8000")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+            .body(Full::default())
+            .unwrap();
+        let resp = send(s.addr, req).await;
+        assert_eq!(resp.status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            resp.header("access-control-allow-origin"),
+            Some("http://app.example:8000")
+        );
+        assert_eq!(
+            resp.header("access-control-allow-credentials"),
+            Some("true")
+        );
+        assert!(
+            resp.header("access-control-allow-methods")
+                .unwrap()
+                .contains("POST")
+        );
+        assert!(
+            resp.header("access-control-allow-headers")
+                .unwrap()
+                .to_ascii_lowercase()
+                .contains("content-type")
+        );
+        // The actual cross-origin request is answered with the same headers.
+        let mut c = s.client().with_header("origin", "http://app.example:8000");
+        let resp = c
+            .post(
+                "/cometd/handshake",
+                &json!([handshake_msg("1", &["long-polling"])]),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(
+            resp.header("access-control-allow-origin"),
+            Some("http://app.example:8000")
+        );
+        assert_eq!(
+            resp.header("access-control-allow-credentials"),
+            Some("true")
+        );
+        // No Origin, no CORS headers.
+        let mut plain = s.client();
+        let resp = plain
+            .post(
+                "/cometd/handshake",
+                &json!([handshake_msg("1", &["long-polling"])]),
+            )
+            .await;
+        assert!(resp.header("access-control-allow-origin").is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn origin_list_refuses_foreign_origins() {
+    bounded(async {
+        let mut ep = Endpoint::new("/cometd");
+        ep.origins = Origins::List(vec!["https://good.example".into()]);
+        let s = Server::start(
+            engine_config(10_000),
+            TransportConfig {
+                endpoints: vec![ep],
+                ..TransportConfig::default()
+            },
+        )
+        .await;
+        let preflight = |origin: &'static str| {
+            empty(Method::OPTIONS, s.addr, "/cometd/connect")
+                .header(header::ORIGIN, origin)
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+                .body(Full::default())
+                .unwrap()
+        };
+        let resp = send(s.addr, preflight("https://evil.example")).await;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN);
+        assert!(resp.header("access-control-allow-origin").is_none());
+        let resp = send(s.addr, preflight("https://good.example")).await;
+        assert_eq!(resp.status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            resp.header("access-control-allow-origin"),
+            Some("https://good.example")
+        );
+
+        let mut evil = s.client().with_header("origin", "https://evil.example");
+        let resp = evil
+            .post(
+                "/cometd/handshake",
+                &json!([handshake_msg("1", &["long-polling"])]),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            s.engine().session_count(),
+            0,
+            "no session for a foreign origin"
+        );
+        let mut good = s.client().with_header("origin", "https://good.example");
+        assert_eq!(good.handshake().await["successful"], true);
+    })
+    .await;
+}
+
+fn jsonp_path(path: &str, callback: Option<&str>, messages: &Value) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    if let Some(cb) = callback {
+        q.append_pair("jsonp", cb);
+    }
+    q.append_pair("message", &messages.to_string());
+    format!("{path}?{}", q.finish())
+}
+
+/// Sends a JSONP GET; returns the response and the JSON inside `callback(...);`.
+async fn jsonp(
+    s: &Server,
+    cookie: Option<&str>,
+    callback: Option<&str>,
+    messages: &Value,
+) -> (Resp, Vec<Value>) {
+    let mut req = empty(
+        Method::GET,
+        s.addr,
+        &jsonp_path("/cometd/handshake", callback, messages),
+    );
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    let resp = send(s.addr, req.body(Full::default()).unwrap()).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let text = resp.text();
+    let name = callback.unwrap_or("jsonpcallback");
+    let inner = text
+        .strip_prefix(&format!("{name}("))
+        .and_then(|t| t.strip_suffix(");"))
+        .unwrap_or_else(|| panic!("not a call of {name}: {text}"));
+    let msgs: Vec<Value> = serde_json::from_str(inner).expect("JSON array inside the call");
+    (resp, msgs)
+}
+
+#[tokio::test]
+async fn jsonp_get_is_answered_with_a_callback_call() {
+    bounded(async {
+        let s = server().await;
+        let (resp, msgs) = jsonp(
+            &s,
+            None,
+            Some("cb"),
+            &json!([handshake_msg("1", &["callback-polling"])]),
+        )
+        .await;
+        assert!(
+            resp.header("content-type")
+                .unwrap()
+                .starts_with("text/javascript")
+        );
+        assert!(resp.text().starts_with("cb([{"), "{}", resp.text());
+        let hs = find(&msgs, "/meta/handshake");
+        assert_eq!(hs["successful"], true);
+        assert_eq!(hs["id"], "1");
+        let id = hs["clientId"].as_str().unwrap().to_owned();
+        let cookie = resp.set_cookies()[0].split(';').next().unwrap().to_owned();
+        // Connect and subscribe in one JSONP request; the default callback name.
+        let (_, msgs) = jsonp(
+            &s,
+            Some(&cookie),
+            None,
+            &json!([
+                connect_msg(&id, "2", "callback-polling"),
+                {"channel": "/meta/subscribe", "clientId": id, "subscription": "/j", "id": "3"},
+            ]),
+        )
+        .await;
+        assert_eq!(find(&msgs, "/meta/connect")["successful"], true);
+        assert_eq!(find(&msgs, "/meta/subscribe")["successful"], true);
+        // A held JSONP connect is woken by a publish.
+        let s2 = s.addr;
+        let cookie2 = cookie.clone();
+        let id2 = id.clone();
+        let held = tokio::spawn(async move {
+            let req = empty(
+                Method::GET,
+                s2,
+                &jsonp_path(
+                    "/cometd/connect",
+                    Some("_cb.x$1"),
+                    &json!([connect_msg(&id2, "4", "callback-polling")]),
+                ),
+            )
+            .header(header::COOKIE, cookie2)
+            .body(Full::default())
+            .unwrap();
+            send(s2, req).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!held.is_finished());
+        s.engine().publish_json("/j", &json!("p")).unwrap();
+        let resp = step("held jsonp connect", held).await.unwrap();
+        let text = resp.text();
+        assert!(text.starts_with("_cb.x$1(["), "{text}");
+        assert!(text.contains(r#""data":"p""#), "{text}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_jsonp_callback_names_are_refused() {
+    bounded(async {
+        let s = server().await;
+        let messages = json!([handshake_msg("1", &["callback-polling"])]);
+        for cb in ["alert(1)", "a-b", "1abc", "x;alert(1)//", "<script>", ""] {
+            let req = empty(
+                Method::GET,
+                s.addr,
+                &jsonp_path("/cometd", Some(cb), &messages),
+            )
+            .body(Full::default())
+            .unwrap();
+            let resp = send(s.addr, req).await;
+            assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{cb:?}");
+            assert!(
+                !resp.text().contains("alert"),
+                "{cb:?} reflected: {}",
+                resp.text()
+            );
+        }
+        assert_eq!(s.engine().session_count(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn jsonp_without_a_message_is_a_bayeux_error() {
+    bounded(async {
+        let s = server().await;
+        for q in ["/cometd?jsonp=cb", "/cometd?jsonp=cb&message=nope"] {
+            let req = empty(Method::GET, s.addr, q).body(Full::default()).unwrap();
+            let resp = send(s.addr, req).await;
+            assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{q}");
+            let msgs = resp.messages();
+            assert_eq!(msgs[0]["successful"], false, "{q}");
+            assert!(
+                msgs[0]["error"].as_str().unwrap().starts_with("400:"),
+                "{q}"
+            );
+        }
+    })
+    .await;
+}
+
+/// Maps header `x-user` to the principal.
+struct HeaderAuth;
+
+impl Authenticator for HeaderAuth {
+    fn authenticate(&self, parts: &http::request::Parts) -> Option<Arc<str>> {
+        parts
+            .headers
+            .get("x-user")
+            .and_then(|v| v.to_str().ok())
+            .map(Arc::from)
+    }
+}
+
+async fn auth_server() -> Server {
+    let mut ep = Endpoint::new("/cometd");
+    ep.authenticator = Some(Arc::new(HeaderAuth));
+    Server::start(
+        engine_config(10_000),
+        TransportConfig {
+            endpoints: vec![ep],
+            ..TransportConfig::default()
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn authenticator_binds_the_session_to_its_principal() {
+    bounded(async {
+        let s = auth_server().await;
+        let mut alice = s.client().with_header("x-user", "alice");
+        alice.handshake_and_connect().await;
+        let session = s.engine().session(alice.id()).expect("session");
+        assert_eq!(session.principal(), Some("alice"));
+        assert_eq!(s.engine().sessions_of("alice").len(), 1);
+        assert!(s.engine().sessions_of("bob").is_empty());
+
+        // Same clientId and cookie, another user: refused.
+        let mut bob = alice.clone();
+        bob.headers = vec![("x-user".into(), "bob".into())];
+        let msgs = bob.try_connect().await;
+        let r = &msgs[0];
+        assert_eq!(r["successful"], false, "{r}");
+        assert_eq!(r["error"], "402::session_unknown");
+        assert_eq!(r["advice"]["reconnect"], "handshake");
+        // Same clientId without credentials: refused too.
+        let mut anon = alice.clone();
+        anon.headers.clear();
+        let r = anon.subscribe(json!("/a")).await;
+        assert_eq!(r["error"], "402::session_unknown", "{r}");
+        // Alice herself still works.
+        let r = alice.subscribe(json!("/a")).await;
+        assert_eq!(r["successful"], true, "{r}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn authenticator_applies_to_the_websocket_upgrade() {
+    bounded(async {
+        let s = auth_server().await;
+        let mut ws = ws_connect_with(s.addr, "/cometd", &[("x-user", "carol")]).await;
+        let id = ws_handshake(&mut ws).await;
+        assert_eq!(s.engine().session(&id).unwrap().principal(), Some("carol"));
+        // The session cannot be used over HTTP as someone else.
+        let mut mallory = s.client().with_header("x-user", "mallory");
+        mallory.client_id = Some(id.clone());
+        let r = mallory.subscribe(json!("/a")).await;
+        assert_eq!(r["error"], "402::session_unknown", "{r}");
+        // ...but can as carol (no cookie: WebSocket sessions are not browser-bound here).
+        let mut carol = s.client().with_header("x-user", "carol");
+        carol.client_id = Some(id);
+        assert_eq!(carol.subscribe(json!("/a")).await["successful"], true);
+    })
+    .await;
+}

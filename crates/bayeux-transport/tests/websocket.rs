@@ -1,0 +1,332 @@
+//! The WebSocket transport with raw frames: every text frame is a JSON array of messages,
+//! deliveries are written without waiting for the connect, limits close the socket with the
+//! right code, the ack extension moves deliveries into connect replies.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bayeux_core::{AckExtension, Engine, EngineConfig, Limits};
+use bayeux_transport::TransportConfig;
+use common::*;
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+async fn server(timeout_ms: u64) -> Server {
+    Server::start(engine_config(timeout_ms), TransportConfig::default()).await
+}
+
+/// Collects frames for up to `within`, stopping early once `done` holds for what was received.
+async fn collect_until(
+    ws: &mut Ws,
+    within: Duration,
+    done: impl Fn(&[Value]) -> bool,
+) -> (Vec<Value>, usize) {
+    let deadline = Instant::now() + within;
+    let mut all = Vec::new();
+    let mut frames = 0;
+    while !done(&all) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ws_next(ws, left).await {
+            Some(WsEvent::Messages(m)) => {
+                frames += 1;
+                all.extend(m);
+            }
+            Some(WsEvent::Closed(c)) => panic!("websocket closed: {c:?}"),
+            None => break,
+        }
+    }
+    (all, frames)
+}
+
+#[tokio::test]
+async fn handshake_connect_subscribe_publish_over_one_socket() {
+    bounded(async {
+        let s = server(10_000).await;
+        let mut ws = ws_connect(s.addr, "/cometd").await;
+        ws_send(&mut ws, &json!([handshake_msg("1", &["websocket", "long-polling"])])).await;
+        let msgs = ws_recv(&mut ws).await;
+        let hs = find(&msgs, "/meta/handshake");
+        assert_eq!(hs["successful"], true);
+        assert_eq!(hs["id"], "1");
+        assert_full_advice(hs);
+        let id = hs["clientId"].as_str().unwrap().to_owned();
+
+        ws_send(&mut ws, &json!([connect_msg(&id, "2", "websocket")])).await;
+        let msgs = ws_recv(&mut ws).await;
+        assert_eq!(find(&msgs, "/meta/connect")["id"], "2");
+
+        ws_send(
+            &mut ws,
+            &json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/chat", "id": "3"}]),
+        )
+        .await;
+        let msgs = ws_recv(&mut ws).await;
+        let sub = find(&msgs, "/meta/subscribe");
+        assert_eq!(sub["successful"], true);
+        assert_eq!(sub["subscription"], "/chat");
+        assert_eq!(sub["id"], "3");
+
+        // The second connect is held: nothing comes back.
+        ws_send(&mut ws, &json!([connect_msg(&id, "4", "websocket")])).await;
+        assert!(ws_next(&mut ws, Duration::from_millis(300)).await.is_none());
+
+        // A publish is answered and delivered at once, without answering the held connect.
+        ws_send(
+            &mut ws,
+            &json!([{"channel": "/chat", "clientId": id, "data": {"text": "hi"}, "id": "5"}]),
+        )
+        .await;
+        let (msgs, _) = collect_until(&mut ws, Duration::from_secs(2), |m| {
+            m.iter().any(|x| x["id"] == "5") && !deliveries(m, "/chat").is_empty()
+        })
+        .await;
+        let reply = msgs.iter().find(|m| m["id"] == "5").expect("publish reply");
+        assert_eq!(reply["successful"], true);
+        assert!(reply.get("data").is_none(), "publish replies carry no data: {reply}");
+        let d = deliveries(&msgs, "/chat");
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0]["data"], json!({"text": "hi"}));
+        assert!(d[0].get("clientId").is_none() && d[0].get("id").is_none(), "{}", d[0]);
+        assert!(msgs.iter().all(|m| m["channel"] != "/meta/connect"), "{msgs:?}");
+
+        // A server-side publish arrives promptly, still without the connect reply.
+        let t = Instant::now();
+        s.engine().publish_json("/chat", &json!("from server")).unwrap();
+        let msgs = ws_recv(&mut ws).await;
+        assert!(t.elapsed() < PROMPT, "{:?}", t.elapsed());
+        assert_eq!(msgs, vec![json!({"channel": "/chat", "data": "from server"})]);
+    })
+    .await;
+}
+
+// A current-thread runtime: the three publishes happen before the socket's task can run, so
+// the waiting messages must travel together.
+#[tokio::test(flavor = "current_thread")]
+async fn waiting_messages_share_one_frame() {
+    bounded(async {
+        let s = server(10_000).await;
+        let mut ws = ws_connect(s.addr, "/cometd").await;
+        let id = ws_handshake(&mut ws).await;
+        ws_send(
+            &mut ws,
+            &json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/t/**", "id": "3"}]),
+        )
+        .await;
+        assert_eq!(find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"], true);
+        for i in 0..3 {
+            s.engine().publish_json(&format!("/t/{i}"), &i).unwrap();
+        }
+        let (msgs, frames) = collect_until(&mut ws, Duration::from_secs(2), |m| m.len() >= 3).await;
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert_eq!(frames, 1, "three waiting messages in one frame");
+        for (i, m) in msgs.iter().enumerate() {
+            assert_eq!(m["channel"], format!("/t/{i}"));
+            assert_eq!(m["data"], i);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn binary_frame_closes_with_1003() {
+    bounded(async {
+        let s = server(10_000).await;
+        let mut ws = ws_connect(s.addr, "/cometd").await;
+        ws_handshake(&mut ws).await;
+        ws.send(WsMessage::binary(b"[]".to_vec())).await.unwrap();
+        assert_eq!(ws_close_code(&mut ws).await, Some(1003));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn message_over_the_limit_closes_with_1009() {
+    bounded(async {
+        let s = Server::start(
+            engine_config(10_000),
+            TransportConfig {
+                max_ws_message_bytes: 1024,
+                ..TransportConfig::default()
+            },
+        )
+        .await;
+        let mut ws = ws_connect(s.addr, "/cometd").await;
+        let id = ws_handshake(&mut ws).await;
+        let big = json!([{"channel": "/a", "clientId": id, "data": "x".repeat(4096)}]);
+        ws_send(&mut ws, &big).await;
+        assert_eq!(ws_close_code(&mut ws).await, Some(1009));
+        assert!(
+            s.svc
+                .metrics()
+                .oversize
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
+        // Another socket is unaffected.
+        let mut other = ws_connect(s.addr, "/cometd").await;
+        ws_handshake(&mut other).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn held_connect_is_answered_at_the_timeout() {
+    bounded(async {
+        let s = server(300).await;
+        let mut ws = ws_connect(s.addr, "/cometd").await;
+        let id = ws_handshake(&mut ws).await;
+        let t = Instant::now();
+        ws_send(&mut ws, &json!([connect_msg(&id, "3", "websocket")])).await;
+        let msgs = ws_recv(&mut ws).await;
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(250), "{took:?}");
+        assert!(took < Duration::from_millis(2500), "{took:?}");
+        let r = find(&msgs, "/meta/connect");
+        assert_eq!(r["id"], "3");
+        assert_eq!(r["successful"], true);
+        assert_full_advice(r);
+        // And again: the socket keeps serving connects.
+        ws_send(&mut ws, &json!([connect_msg(&id, "4", "websocket")])).await;
+        assert_eq!(find(&ws_recv(&mut ws).await, "/meta/connect")["id"], "4");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ack_extension_delivers_only_in_connect_replies() {
+    bounded(async {
+        let engine = Engine::new(engine_config(10_000));
+        engine.add_extension(Arc::new(AckExtension));
+        let s = Server::with_engine(engine, TransportConfig::default()).await;
+        let mut ws = ws_connect(s.addr, "/cometd").await;
+        let mut hs = handshake_msg("1", &["websocket"]);
+        hs["ext"] = json!({"ack": true});
+        ws_send(&mut ws, &json!([hs])).await;
+        let msgs = ws_recv(&mut ws).await;
+        let r = find(&msgs, "/meta/handshake");
+        assert_eq!(r["ext"]["ack"], true, "{r}");
+        let id = r["clientId"].as_str().unwrap().to_owned();
+
+        ws_send(&mut ws, &json!([connect_msg(&id, "2", "websocket")])).await;
+        let msgs = ws_recv(&mut ws).await;
+        let b0 = find(&msgs, "/meta/connect")["ext"]["ack"].as_i64().expect("ext.ack batch");
+        ws_send(
+            &mut ws,
+            &json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/acked", "id": "3"}]),
+        )
+        .await;
+        assert_eq!(find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"], true);
+
+        let mut connect = connect_msg(&id, "4", "websocket");
+        connect["ext"] = json!({"ack": b0});
+        ws_send(&mut ws, &json!([connect])).await;
+        assert!(ws_next(&mut ws, Duration::from_millis(200)).await.is_none());
+        s.engine().publish_json("/acked", &"m1").unwrap();
+        // The delivery travels with the connect reply, in one frame.
+        let msgs = ws_recv(&mut ws).await;
+        assert_eq!(deliveries(&msgs, "/acked").len(), 1, "{msgs:?}");
+        let r = msgs.last().unwrap();
+        assert_eq!(r["channel"], "/meta/connect", "{msgs:?}");
+        assert_eq!(r["id"], "4");
+        let b1 = r["ext"]["ack"].as_i64().expect("ext.ack batch");
+        assert!(b1 > b0, "{b1} > {b0}");
+
+        // Acknowledge b1; the next batch holds only the new message.
+        let mut connect = connect_msg(&id, "5", "websocket");
+        connect["ext"] = json!({"ack": b1});
+        ws_send(&mut ws, &json!([connect])).await;
+        assert!(ws_next(&mut ws, Duration::from_millis(200)).await.is_none());
+        s.engine().publish_json("/acked", &"m2").unwrap();
+        let msgs = ws_recv(&mut ws).await;
+        let d = deliveries(&msgs, "/acked");
+        assert_eq!(d.len(), 1, "{msgs:?}");
+        assert_eq!(d[0]["data"], "m2");
+        let b2 = msgs.last().unwrap()["ext"]["ack"].as_i64().unwrap();
+
+        // A reconnect that did not acknowledge b2 gets m2 again, at once.
+        let mut connect = connect_msg(&id, "6", "websocket");
+        connect["ext"] = json!({"ack": b1});
+        ws_send(&mut ws, &json!([connect])).await;
+        let msgs = ws_recv(&mut ws).await;
+        let d = deliveries(&msgs, "/acked");
+        assert_eq!(d.len(), 1, "unacknowledged message re-sent: {msgs:?}");
+        assert_eq!(d[0]["data"], "m2");
+        assert!(msgs.last().unwrap()["ext"]["ack"].as_i64().unwrap() > b2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_session_over_websocket_is_402() {
+    bounded(async {
+        let s = server(10_000).await;
+        let mut ws = ws_connect(s.addr, "/cometd").await;
+        ws_send(&mut ws, &json!([connect_msg("nope", "9", "websocket")])).await;
+        let msgs = ws_recv(&mut ws).await;
+        let r = find(&msgs, "/meta/connect");
+        assert_eq!(r["id"], "9");
+        assert_eq!(r["error"], "402::session_unknown");
+        assert_eq!(r["advice"]["reconnect"], "handshake");
+        assert_full_advice(r);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_frames_get_a_bayeux_error_and_the_socket_stays_open() {
+    bounded(async {
+        let s = Server::start(
+            EngineConfig {
+                limits: Limits {
+                    max_messages: 5,
+                    ..Limits::default()
+                },
+                ..engine_config(10_000)
+            },
+            TransportConfig::default(),
+        )
+        .await;
+        let mut ws = ws_connect(s.addr, "/cometd").await;
+        ws.send(WsMessage::text("not json")).await.unwrap();
+        let msgs = ws_recv(&mut ws).await;
+        assert_eq!(msgs[0]["successful"], false);
+        assert!(
+            msgs[0]["error"].as_str().unwrap().starts_with("400:"),
+            "{msgs:?}"
+        );
+        assert_full_advice(&msgs[0]);
+        let batch: Vec<_> = (0..6)
+            .map(|i| json!({"channel": "/a", "data": i}))
+            .collect();
+        ws_send(&mut ws, &json!(batch)).await;
+        let msgs = ws_recv(&mut ws).await;
+        assert!(
+            msgs[0]["error"].as_str().unwrap().starts_with("413:"),
+            "{msgs:?}"
+        );
+        // Still usable.
+        ws_handshake(&mut ws).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn websocket_upgrade_outside_the_mount_is_refused() {
+    bounded(async {
+        let s = server(10_000).await;
+        let r = tokio_tungstenite::connect_async(format!("ws://{}/cometdx", s.addr)).await;
+        match r {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), http::StatusCode::NOT_FOUND)
+            }
+            other => panic!("expected 404, got {:?}", other.map(|(_, r)| r.status())),
+        }
+        // A sub-path of the mount is routed.
+        let mut ws = ws_connect(s.addr, "/cometd/websocket").await;
+        ws_handshake(&mut ws).await;
+    })
+    .await;
+}

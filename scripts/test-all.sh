@@ -8,6 +8,7 @@ step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
 
 step "installing test dependencies"
 bash scripts/install-test-deps.sh
+bash scripts/cluster-deps.sh
 
 step "format and lints"
 cargo fmt --all --check
@@ -19,6 +20,9 @@ cargo test --workspace
 step "interop: the official CometD JavaScript client (Node and headless Chromium)"
 cargo build -p bayeux-server
 BAYEUX_SERVER_BIN="$PWD/target/debug/bayeux-server" bash tests/interop/run.sh
+
+step "scale-out: three nodes, Redis and nginx, with the CometD JavaScript client"
+BAYEUX_SERVER_BIN="$PWD/target/debug/bayeux-server" bash tests/cluster/run.sh
 
 if [ -f fuzz/run-ci.sh ] && [ "${SKIP_FUZZ:-0}" != 1 ]; then
   step "bounded fuzzing (${FUZZ_SECONDS:-60}s per target)"

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bayeux_core::{EngineConfig, Limits, OverflowPolicy};
+use bayeux_redis::RedisConfig;
 use bayeux_transport::{CookieConfig, Endpoint, Origins, SameSite, TransportConfig};
 use bayeux_voice::VoiceConfig;
 use serde::Deserialize;
@@ -25,6 +26,9 @@ pub struct ServerConfig {
     pub bayeux: BayeuxSection,
     /// The voice API emulation (users, devices, origins, ...).
     pub voice: VoiceConfig,
+    /// The Redis backplane joining several nodes (`[redis] url = "redis://..."`); without a
+    /// `url` the server is a single node and needs no Redis.
+    pub redis: RedisConfig,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +40,7 @@ impl Default for ServerConfig {
             voice_enabled: true,
             bayeux: BayeuxSection::default(),
             voice: VoiceConfig::default(),
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -198,6 +203,17 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.bayeux.path, "/cometd");
         assert!(c.engine().is_ok() && c.transport().is_ok());
+    }
+
+    #[test]
+    fn redis_section() {
+        assert!(!ServerConfig::default().redis.enabled());
+        let c: ServerConfig =
+            toml::from_str("[redis]\nurl = \"redis://127.0.0.1:6379\"\npublish_queue = 100")
+                .unwrap();
+        assert_eq!(c.redis.url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(c.redis.publish_queue, 100);
+        assert!(toml::from_str::<ServerConfig>("[redis]\nnope = 1").is_err());
     }
 
     #[test]

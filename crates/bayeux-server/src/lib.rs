@@ -2,8 +2,9 @@
 //!
 //! The standalone notification server: the Bayeux engine with its transports (and the voice API
 //! emulation), `/healthz` and `/metrics`, configured by a TOML file whose every setting has a
-//! default. The binary is `bayeux-server`; this library lets tests and embedders build the same
-//! application in-process.
+//! default. With a Redis URL (`--redis`, `[redis] url`) several nodes form one server through
+//! the `bayeux-redis` backplane. The binary is `bayeux-server`; this library lets tests and
+//! embedders build the same application in-process.
 
 pub mod config;
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bayeux_core::{AckExtension, Engine, TimesyncExtension};
+use bayeux_redis::RedisBackplane;
 use bayeux_transport::auth::Authenticator;
 use bayeux_transport::{BayeuxService, Body, Endpoint, Origins, ShutdownHandle};
 use bayeux_voice::{VoiceApi, VoiceConfig};
@@ -31,6 +33,7 @@ pub struct App {
     bayeux: BayeuxService,
     shutdown: ShutdownHandle,
     voice: Option<VoiceApi>,
+    backplane: Option<Arc<RedisBackplane>>,
 }
 
 impl std::fmt::Debug for App {
@@ -50,6 +53,13 @@ impl App {
     /// URIs when the configuration does not set `voice.public_base_url`).
     pub fn build_for(config: &ServerConfig, addr: SocketAddr) -> Result<App, String> {
         let engine = Engine::new(config.engine()?);
+        // Before anything creates sessions: the backplane learns local interest from the
+        // engine's listener events. Redis being unreachable does not fail the start.
+        let backplane = if config.redis.enabled() {
+            Some(RedisBackplane::start(&engine, &config.redis).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
         engine.add_extension(Arc::new(AckExtension));
         engine.add_extension(Arc::new(TimesyncExtension));
         let mut transport = config.transport()?;
@@ -83,12 +93,18 @@ impl App {
             bayeux,
             shutdown,
             voice,
+            backplane,
         })
     }
 
     /// The voice API, when enabled.
     pub fn voice(&self) -> Option<&VoiceApi> {
         self.voice.as_ref()
+    }
+
+    /// The Redis backplane, when configured.
+    pub fn backplane(&self) -> Option<&Arc<RedisBackplane>> {
+        self.backplane.as_ref()
     }
 
     /// The engine (to publish from the server side).
@@ -130,11 +146,13 @@ impl App {
                     .into(),
                 )
             }
-            "/metrics" => text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.bayeux.render_metrics(),
-            ),
+            "/metrics" => {
+                let mut body = self.bayeux.render_metrics();
+                if let Some(bp) = &self.backplane {
+                    body.push_str(&bp.render_metrics());
+                }
+                text(StatusCode::OK, "text/plain; version=0.0.4", body)
+            }
             p if self.bayeux.matches(p) => self.bayeux.handle(req).await,
             p if self.voice.as_ref().is_some_and(|v| v.matches(p)) => match &self.voice {
                 Some(v) => v.handle(req).await,
@@ -153,11 +171,16 @@ impl App {
     ) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
         let bayeux = self.bayeux.clone();
+        let backplane = self.backplane.clone();
         let stop = async move {
             stop.await;
             shutdown.shutdown();
         };
-        bayeux_transport::serve(listener, bayeux, self, stop, grace).await
+        let result = bayeux_transport::serve(listener, bayeux, self, stop, grace).await;
+        if let Some(bp) = backplane {
+            bp.shutdown();
+        }
+        result
     }
 }
 

@@ -30,6 +30,10 @@ struct Cli {
     /// Connect hold time, ms (overrides the config file).
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// Redis URL of the backplane joining several nodes, e.g. `redis://127.0.0.1:6379`
+    /// (overrides the config file's `[redis] url`). Without it: a single node, no Redis.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +62,9 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(t) = cli.timeout_ms {
         config.bayeux.timeout_ms = t;
+    }
+    if let Some(url) = cli.redis {
+        config.redis.url = Some(url);
     }
     tracing_subscriber::fmt()
         .with_env_filter(

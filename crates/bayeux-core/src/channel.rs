@@ -59,8 +59,10 @@ fn valid_char(c: u8) -> bool {
 /// wildcard kind.
 fn validate(name: &str) -> Result<(&str, Wildcard), Error> {
     let name = name.trim();
+    // Whitespace before a stripped trailing `/` goes too, so that the result is its own normal
+    // form: "/a/b /" -> "/a/b", and "/ /" -> "/" (refused) instead of "/ ".
     let name = if name.len() > 1 {
-        name.strip_suffix('/').unwrap_or(name)
+        name.strip_suffix('/').map_or(name, str::trim_end)
     } else {
         name
     };

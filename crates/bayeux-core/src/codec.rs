@@ -278,20 +278,53 @@ impl Message {
     }
 }
 
-/// Checks the JSON nesting depth of `input` without parsing it. Strings are skipped, so brackets
-/// inside them do not count.
+/// Checks the JSON nesting depth of `input` without parsing it, and that no `\u` escape is a
+/// lone UTF-16 surrogate. Strings are skipped, so brackets inside them do not count.
+///
+/// `data` and `ext` stay unparsed ([`Raw`]) and serde_json does not check escapes in what it
+/// skips, so without the surrogate check a publisher could have `"\ud800"` relayed verbatim to
+/// every subscriber, whose strict JSON parsers then reject the whole batch it arrives in.
 fn check_depth(input: &[u8], limit: usize) -> Result<(), Error> {
-    let mut depth = 0usize;
+    // A bare object is a batch of one: its implicit array counts as a level, as it does once
+    // the batch is re-encoded (`encode_batch` always writes an array).
+    let bare = input.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let mut depth = usize::from(bare);
     let mut in_string = false;
-    let mut escaped = false;
-    for &b in input {
+    // A high surrogate escape waiting for its low half, which must come next.
+    let mut high = false;
+    let lone = || Error::Malformed("lone surrogate in a \\u escape".into());
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        i += 1;
         if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
+            if b == b'\\' {
+                let e = input.get(i).copied();
+                i += 1;
+                if e == Some(b'u') {
+                    let unit = input
+                        .get(i..i + 4)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u16::from_str_radix(h, 16).ok());
+                    i += 4;
+                    match unit {
+                        Some(0xD800..=0xDBFF) if !high => {
+                            high = true;
+                            continue;
+                        }
+                        Some(0xDC00..=0xDFFF) if high => {
+                            high = false;
+                            continue;
+                        }
+                        Some(0xD800..=0xDFFF) => return Err(lone()),
+                        _ => {}
+                    }
+                }
             } else if b == b'"' {
                 in_string = false;
+            }
+            if high {
+                return Err(lone());
             }
             continue;
         }

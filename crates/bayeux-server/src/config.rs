@@ -79,6 +79,8 @@ pub struct BayeuxSection {
     pub max_connections: usize,
     /// Header read timeout, ms.
     pub header_read_timeout_ms: u64,
+    /// Body read timeout (from the end of the headers), ms.
+    pub body_read_timeout_ms: u64,
     /// WebSocket ping period, ms.
     pub ws_ping_interval_ms: u64,
     /// Long polls held at once per browser over HTTP/1.1 (0 = unlimited).
@@ -113,6 +115,7 @@ impl Default for BayeuxSection {
             max_json_depth: e.limits.max_depth,
             max_connections: t.max_connections,
             header_read_timeout_ms: t.header_read_timeout.as_millis() as u64,
+            body_read_timeout_ms: t.body_read_timeout.as_millis() as u64,
             ws_ping_interval_ms: t.ws_ping_interval.as_millis() as u64,
             max_sessions_per_browser: e.max_sessions_per_browser,
             strict_browser: e.strict_browser,
@@ -182,6 +185,7 @@ impl ServerConfig {
             max_ws_message_bytes: b.max_ws_message_bytes,
             max_connections: b.max_connections.max(1),
             header_read_timeout: Duration::from_millis(b.header_read_timeout_ms.max(1)),
+            body_read_timeout: Duration::from_millis(b.body_read_timeout_ms.max(1)),
             ws_ping_interval: Duration::from_millis(b.ws_ping_interval_ms.max(100)),
             cookie: CookieConfig {
                 secure: b.cookie_secure,

@@ -119,6 +119,10 @@ pub struct TransportConfig {
     pub max_connections: usize,
     /// Time allowed to send the request headers.
     pub header_read_timeout: Duration,
+    /// Time allowed to send a request body once the headers are in (408 beyond): without it a
+    /// client that stalls mid-body holds its connection, and a slot of `max_connections`,
+    /// forever.
+    pub body_read_timeout: Duration,
     /// How often expired sessions are swept.
     pub sweep_period: Duration,
     /// WebSocket ping period; a socket silent for two periods is closed.
@@ -140,6 +144,7 @@ impl Default for TransportConfig {
             max_ws_message_bytes: 1 << 20,
             max_connections: 20_000,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             sweep_period: Duration::from_millis(997),
             ws_ping_interval: Duration::from_secs(30),
             ws_read_buffer_bytes: 4096,

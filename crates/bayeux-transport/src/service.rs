@@ -254,7 +254,11 @@ impl BayeuxService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let limit = self.shared.config.max_body_bytes;
-        match Limited::new(body, limit).collect().await {
+        let read = Limited::new(body, limit).collect();
+        let Ok(read) = tokio::time::timeout(self.shared.config.body_read_timeout, read).await else {
+            return Err(plain(StatusCode::REQUEST_TIMEOUT, "request body timed out"));
+        };
+        match read {
             Ok(c) => Ok(c.to_bytes()),
             Err(e) => {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -6,6 +6,7 @@
 //! message once. Publishing takes only shard read locks.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -14,6 +15,24 @@ use parking_lot::RwLock;
 
 use crate::channel::{ChannelId, ChannelPattern, Wildcard};
 use crate::session::Session;
+
+/// Hasher for session keys (process-unique counters): the key itself, spread by one multiply.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 #[derive(Default)]
 struct Subscribers {
@@ -91,8 +110,20 @@ impl Router {
         if let Some(e) = exact {
             entries.push(e);
         }
-        for name in channel.wildcard_ancestors() {
-            if let Some(e) = self.table.get(name.as_str()) {
+        // The ancestor names (`/a/b/c` -> `/a/b/*`, `/a/b/**`, `/a/**`, `/**`) are built in one
+        // reused buffer: `wildcard_ancestors()` allocates a `String` per name on every publish.
+        let s = channel.as_str();
+        let mut key = String::with_capacity(s.len() + 3);
+        key.push_str(&s[..s.rfind('/').unwrap_or(0)]);
+        key.push_str("/*");
+        if let Some(e) = self.table.get(key.as_str()) {
+            entries.push(e);
+        }
+        for (i, _) in s.rmatch_indices('/') {
+            key.clear();
+            key.push_str(&s[..i]);
+            key.push_str("/**");
+            if let Some(e) = self.table.get(key.as_str()) {
                 entries.push(e);
             }
         }
@@ -104,7 +135,8 @@ impl Router {
                 }
             }
             _ => {
-                let mut seen = HashSet::new();
+                // Session keys are small unique integers: no need for SipHash here.
+                let mut seen: HashSet<u64, BuildHasherDefault<KeyHasher>> = HashSet::default();
                 for e in &entries {
                     for (k, s) in e.sessions.read().iter() {
                         if seen.insert(*k) {

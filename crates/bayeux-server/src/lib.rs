@@ -155,7 +155,8 @@ impl App {
             }
             p if self.bayeux.matches(p) => self.bayeux.handle(req).await,
             p if self.voice.as_ref().is_some_and(|v| v.matches(p)) => match &self.voice {
-                Some(v) => v.handle(req).await,
+                // Boxed: the voice future is large and would size every held connect.
+                Some(v) => Box::pin(v.handle(req)).await,
                 None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
             },
             _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),

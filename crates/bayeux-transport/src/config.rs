@@ -147,7 +147,7 @@ impl Default for TransportConfig {
             body_read_timeout: Duration::from_secs(30),
             sweep_period: Duration::from_millis(997),
             ws_ping_interval: Duration::from_secs(30),
-            ws_read_buffer_bytes: 4096,
+            ws_read_buffer_bytes: 1024,
             cookie: CookieConfig::default(),
             jsonp_parameter: "jsonp".into(),
         }

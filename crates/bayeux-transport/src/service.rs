@@ -255,7 +255,8 @@ impl BayeuxService {
     {
         let limit = self.shared.config.max_body_bytes;
         let read = Limited::new(body, limit).collect();
-        let Ok(read) = tokio::time::timeout(self.shared.config.body_read_timeout, read).await else {
+        let Ok(read) = tokio::time::timeout(self.shared.config.body_read_timeout, read).await
+        else {
             return Err(plain(StatusCode::REQUEST_TIMEOUT, "request body timed out"));
         };
         match read {
@@ -286,7 +287,7 @@ impl BayeuxService {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        let body = match self.read_body(req.into_body()).await {
+        let body = match Box::pin(self.read_body(req.into_body())).await {
             Ok(b) => b,
             Err(resp) => return resp,
         };

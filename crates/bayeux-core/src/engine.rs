@@ -503,6 +503,7 @@ impl Engine {
                 Decision::Allow => {}
                 Decision::Deny(r) => return Err(Failure::HandshakeDenied(r)),
                 Decision::Unauthenticated(m) => return Err(Failure::Unauthorized(m)),
+                Decision::Forbidden(m) => return Err(Failure::Forbidden(m)),
             }
         }
         let session = Arc::new(Session::new(
@@ -733,11 +734,14 @@ impl Engine {
             if p.kind() == ChannelKind::Meta {
                 return Err(Failure::SubscribeDenied("denied_by_security_policy".into()));
             }
-            if let Some(policy) = &policy
-                && let Decision::Deny(r) | Decision::Unauthenticated(r) =
-                    policy.can_subscribe(&session, p, msg)
-            {
-                return Err(Failure::SubscribeDenied(r));
+            if let Some(policy) = &policy {
+                match policy.can_subscribe(&session, p, msg) {
+                    Decision::Allow => {}
+                    Decision::Deny(r) | Decision::Unauthenticated(r) => {
+                        return Err(Failure::SubscribeDenied(r));
+                    }
+                    Decision::Forbidden(m) => return Err(Failure::Forbidden(m)),
+                }
             }
         }
         {
@@ -817,11 +821,14 @@ impl Engine {
             return Err(Failure::PublishDenied("denied_by_security_policy".into()));
         }
         let data = msg.data.as_ref().ok_or(Failure::DataMissing)?;
-        if let Some(policy) = self.inner.policy.read().clone()
-            && let Decision::Deny(r) | Decision::Unauthenticated(r) =
-                policy.can_publish(&session, &channel, msg)
-        {
-            return Err(Failure::PublishDenied(r));
+        if let Some(policy) = self.inner.policy.read().clone() {
+            match policy.can_publish(&session, &channel, msg) {
+                Decision::Allow => {}
+                Decision::Deny(r) | Decision::Unauthenticated(r) => {
+                    return Err(Failure::PublishDenied(r));
+                }
+                Decision::Forbidden(m) => return Err(Failure::Forbidden(m)),
+            }
         }
         let ext = msg.ext.as_ref().map(|e| &*e.0);
         let exclude = (!self.inner.config.broadcast_to_publisher).then(|| session.key());

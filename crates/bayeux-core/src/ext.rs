@@ -67,6 +67,9 @@ pub enum Decision {
     Deny(String),
     /// Handshake only: the request carried no acceptable credentials (`401::<message>`).
     Unauthenticated(String),
+    /// Refused with the message as the whole error text (`403::<message>`), for applications
+    /// whose clients expect their own wording (e.g. GWS's `403::Publish denied`).
+    Forbidden(String),
 }
 
 /// Decides who may handshake, subscribe and publish. The engine itself already refuses remote

@@ -139,7 +139,8 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
                         // Frames already received are handled before anything is written, so
                         // a client with many publishes in flight gets one frame of replies
                         // (one write) instead of one write per publish.
-                        for _ in 0..64 {
+                        let mut budget = 64;
+                        loop {
                             match decode_batch(t.as_bytes(), &limits) {
                                 Ok(batch) => {
                                     shared.metrics.add_in(batch.len());
@@ -156,6 +157,12 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
                                     out.extend(outcome.replies);
                                 }
                                 Err(e) => out.push(error_body(&e, engine.config().timeout_ms)),
+                            }
+                            // Check the budget before reading on: a frame read here must be
+                            // handled, never dropped.
+                            budget -= 1;
+                            if budget == 0 {
+                                break;
                             }
                             match stream.next().now_or_never() {
                                 Some(Some(Ok(Message::Text(next)))) => t = next,

@@ -6,11 +6,10 @@ use bayeux_core::{
 
 use crate::switch::{CALLS_CHANNEL, DEVICES_CHANNEL};
 
-/// The reason carried by a refused publish: the engine reports it as
-/// `403:Publish denied:publish_denied` (the contract's `403::Publish denied`, in the engine's
-/// `code:args:message` format).
+/// The error text of a refused publish: the engine reports it as `403::Publish denied`, the
+/// contract's wording.
 pub const PUBLISH_DENIED: &str = "Publish denied";
-/// The reason carried by a refused subscription (`403:Subscribe denied:subscribe_denied`).
+/// The error text of a refused subscription (`403::Subscribe denied`).
 pub const SUBSCRIBE_DENIED: &str = "Subscribe denied";
 /// The message of a refused handshake (`401::Access denied`).
 pub const ACCESS_DENIED: &str = "Access denied";
@@ -74,13 +73,13 @@ impl SecurityPolicy for VoiceSecurityPolicy {
         if (name == CALLS_CHANNEL || name == DEVICES_CHANNEL) && session.principal().is_some() {
             Decision::Allow
         } else {
-            Decision::Deny(SUBSCRIBE_DENIED.into())
+            Decision::Forbidden(SUBSCRIBE_DENIED.into())
         }
     }
 
     fn can_publish(&self, _session: &Session, channel: &ChannelId, _message: &Message) -> Decision {
         if under_v2(channel.as_str()) {
-            Decision::Deny(PUBLISH_DENIED.into())
+            Decision::Forbidden(PUBLISH_DENIED.into())
         } else {
             Decision::Allow
         }

@@ -52,9 +52,10 @@ fn parse_transport(s: &str) -> Result<Transport, String> {
 
 #[derive(Debug, Clone, Args)]
 struct Common {
-    /// The server's Bayeux endpoint, e.g. http://127.0.0.1:8080/cometd.
+    /// The server's Bayeux endpoint, e.g. http://127.0.0.1:8080/cometd. Repeatable for fanout
+    /// and channels: the nodes of one cluster, sessions spread over them round-robin.
     #[arg(long, conflicts_with = "spawn")]
-    url: Option<String>,
+    url: Vec<String>,
     /// Start our server (bayeux-server, next to this binary unless --server-bin) on a free port.
     #[arg(long)]
     spawn: bool,
@@ -64,9 +65,10 @@ struct Common {
     /// Extra argument for the spawned server (repeatable), e.g. --server-arg=--config=x.toml.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
-    /// PID of the server at --url, for its CPU and memory figures.
+    /// PID of the server at --url, for its CPU and memory figures. Repeatable: the figures are
+    /// summed over the processes (give every node's PID).
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// The server's name in reports.
     #[arg(long)]
     label: Option<String>,
@@ -199,19 +201,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
     } else {
         None
     };
-    let url = match (&spawned, &common.url) {
+    let url = match (&spawned, common.url.first()) {
         (Some(s), _) => s.url.clone(),
         (None, Some(u)) => u.clone(),
         (None, None) => {
             return Err("give --url (with --server-pid for CPU figures) or --spawn".into());
         }
     };
+    let multi = common.url.len() > 1 || common.server_pid.len() > 1;
+    if multi && !matches!(cli.cmd, Cmd::Fanout(_) | Cmd::Channels(_)) {
+        return Err("several --url or --server-pid values: only for fanout and channels".into());
+    }
+    let targets = if common.url.len() > 1 {
+        common
+            .url
+            .iter()
+            .map(|u| Target::parse(u))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
     let env = Env {
         target: Target::parse(&url)?,
         server_pid: spawned
             .as_ref()
             .map(server::Spawned::pid)
-            .or(common.server_pid),
+            .or(common.server_pid.first().copied()),
         server_label: common.label.clone().unwrap_or_else(|| {
             if spawned.is_some() {
                 "bayeux-server".into()
@@ -248,6 +263,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     warmup: secs(a.warmup),
                     payload_bytes: a.payload_bytes,
                     setup_concurrency: a.setup_concurrency,
+                    targets: targets.clone(),
+                    server_pids: if common.server_pid.len() > 1 {
+                        common.server_pid.clone()
+                    } else {
+                        Vec::new()
+                    },
                     ..PubSubConfig::default()
                 };
                 scenario::run_pubsub(&env, &cfg).await

@@ -47,8 +47,12 @@ pub struct RunReport {
     /// Transport of the publishers, when it differs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_transport: Option<String>,
-    /// The endpoint URL.
+    /// The endpoint URL (several nodes: their URLs separated by spaces).
     pub url: String,
+    /// Server nodes the sessions were spread over, when more than one (CPU and memory figures
+    /// are then sums over the nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<usize>,
     /// Subscribed sessions (fanout, channels) or idle sessions.
     pub sessions: usize,
     /// Publishing sessions (fanout, channels) or concurrent workers (churn).
@@ -88,6 +92,13 @@ pub struct RunReport {
     /// Publish-to-delivery latency (fanout, channels) or cycle time (churn), microseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<Latency>,
+    /// Several nodes: latency of deliveries whose publisher was on the subscriber's node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_same_node_us: Option<Latency>,
+    /// Several nodes: latency of deliveries that crossed from the publisher's node to another
+    /// (the Redis hop included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_cross_node_us: Option<Latency>,
     /// Handshake + subscribe + disconnect cycles completed (churn).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cycles: Option<u64>,
@@ -200,10 +211,17 @@ pub fn describe(r: &RunReport) -> String {
     } else {
         String::new()
     };
+    let nodes = match r.nodes {
+        Some(n) if n > 1 => format!(" on {n} nodes"),
+        _ => String::new(),
+    };
     match r.scenario.as_str() {
-        "fanout" => format!("fanout {} subs × {} pubs{rate}", r.sessions, r.publishers),
+        "fanout" => format!(
+            "fanout {} subs × {} pubs{rate}{nodes}",
+            r.sessions, r.publishers
+        ),
         "channels" => format!(
-            "channels {} sessions × {} pubs{rate}",
+            "channels {} sessions × {} pubs{rate}{nodes}",
             r.sessions, r.publishers
         ),
         "churn" => format!("churn {} workers", r.publishers),

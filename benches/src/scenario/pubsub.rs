@@ -77,6 +77,14 @@ pub struct PubSubConfig {
     pub setup_concurrency: usize,
     /// After publishing stops, how long to wait for missing deliveries.
     pub drain_timeout: Duration,
+    /// Several nodes of one cluster: every endpoint, subscribers and publishers spread over them
+    /// round-robin (session *i* on `targets[i % n]`). Empty: `env.target` alone.
+    pub targets: Vec<crate::conn::Target>,
+    /// The PIDs of those nodes: CPU and memory are summed over them. Empty: `env.server_pid`.
+    pub server_pids: Vec<u32>,
+    /// With several targets, how long to wait after every session is subscribed before
+    /// publishing, so that the nodes' subscriptions to each other (through Redis) are in place.
+    pub settle: Duration,
 }
 
 impl Default for PubSubConfig {
@@ -94,6 +102,19 @@ impl Default for PubSubConfig {
             payload_bytes: 0,
             setup_concurrency: 64,
             drain_timeout: Duration::from_secs(10),
+            targets: Vec::new(),
+            server_pids: Vec::new(),
+            settle: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Run {
+    /// The endpoint of session `idx` (subscriber or publisher index): round-robin over the nodes.
+    fn target(&self, idx: usize) -> &crate::conn::Target {
+        match self.cfg.targets.len() {
+            0 => &self.env.target,
+            n => &self.cfg.targets[idx % n],
         }
     }
 }
@@ -112,6 +133,10 @@ struct Run {
     last_delivery_us: AtomicU64,
     warmup_end_us: AtomicU64,
     latency: Shards,
+    /// With several nodes: latencies of deliveries whose publisher is on the subscriber's node,
+    /// and of those that crossed to another node (through Redis).
+    latency_same_node: Shards,
+    latency_cross_node: Shards,
     errors: Errors,
     pad: String,
 }
@@ -158,6 +183,8 @@ pub async fn run_pubsub(env: &Env, cfg: &PubSubConfig) -> Result<RunReport> {
         last_delivery_us: AtomicU64::new(0),
         warmup_end_us: AtomicU64::new(u64::MAX),
         latency: Shards::new(32),
+        latency_same_node: Shards::new(32),
+        latency_cross_node: Shards::new(32),
         errors: Errors::default(),
         pad: "x".repeat(cfg.payload_bytes),
     });
@@ -224,8 +251,17 @@ pub async fn run_pubsub(env: &Env, cfg: &PubSubConfig) -> Result<RunReport> {
         return Err(e);
     }
 
+    if cfg.targets.len() > 1 {
+        tokio::time::sleep(cfg.settle).await;
+    }
+    let pids: Vec<u32> = if cfg.server_pids.is_empty() {
+        env.server_pid.into_iter().collect()
+    } else {
+        cfg.server_pids.clone()
+    };
+
     // Publishing.
-    let before = Snapshot::take(env.server_pid);
+    let before = Snapshot::take_all(&pids);
     let start = Instant::now();
     run.warmup_end_us
         .store(us_at(start + cfg.warmup), Ordering::Relaxed);
@@ -270,7 +306,7 @@ pub async fn run_pubsub(env: &Env, cfg: &PubSubConfig) -> Result<RunReport> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let after = Snapshot::take(env.server_pid);
+    let after = Snapshot::take_all(&pids);
     bar.finish_and_clear();
     let _ = stop_tx.send(true);
 
@@ -298,7 +334,16 @@ pub async fn run_pubsub(env: &Env, cfg: &PubSubConfig) -> Result<RunReport> {
         transport: cfg.transport.name().into(),
         publish_transport: (cfg.publish_transport != cfg.transport)
             .then(|| cfg.publish_transport.name().to_owned()),
-        url: env.target.http_url(),
+        url: if cfg.targets.is_empty() {
+            env.target.http_url()
+        } else {
+            cfg.targets
+                .iter()
+                .map(crate::conn::Target::http_url)
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
+        nodes: (cfg.targets.len() > 1).then_some(cfg.targets.len()),
         sessions: cfg.subscribers,
         publishers: cfg.publishers,
         target_rate: cfg.rate,
@@ -318,6 +363,14 @@ pub async fn run_pubsub(env: &Env, cfg: &PubSubConfig) -> Result<RunReport> {
     let h = run.latency.merged();
     if !h.is_empty() {
         report.latency_us = Some(Latency::of(&h));
+    }
+    let h = run.latency_same_node.merged();
+    if !h.is_empty() {
+        report.latency_same_node_us = Some(Latency::of(&h));
+    }
+    let h = run.latency_cross_node.merged();
+    if !h.is_empty() {
+        report.latency_cross_node_us = Some(Latency::of(&h));
     }
     fill_resources(&mut report, &before, &after);
     report.deliveries_per_server_cpu_s = per_cpu(delivered as f64, report.server_cpu_s);
@@ -348,6 +401,12 @@ struct Receiver {
     shard: usize,
     result: SubResult,
     latencies: Vec<u64>,
+    /// Of `latencies`, those from publishers on another node (several nodes only).
+    cross_latencies: Vec<u64>,
+    same_latencies: Vec<u64>,
+    /// This subscriber's node and the number of nodes (1: a single server).
+    node: usize,
+    nodes: usize,
     per_publisher: Vec<u64>,
 }
 
@@ -365,6 +424,10 @@ impl Receiver {
                 reordered: 0,
             },
             latencies: Vec::with_capacity(64),
+            cross_latencies: Vec::new(),
+            same_latencies: Vec::new(),
+            node: idx % run.cfg.targets.len().max(1),
+            nodes: run.cfg.targets.len().max(1),
             per_publisher: vec![0; run.cfg.publishers],
         }
     }
@@ -375,10 +438,18 @@ impl Receiver {
         let now = now_us();
         let warm = run.warmup_end_us.load(Ordering::Relaxed);
         self.latencies.clear();
+        self.cross_latencies.clear();
+        self.same_latencies.clear();
         let (tracks, lat, by) = (
             &mut self.result.tracks,
             &mut self.latencies,
             &mut self.per_publisher,
+        );
+        let (cross, same, node, nodes) = (
+            &mut self.cross_latencies,
+            &mut self.same_latencies,
+            self.node,
+            self.nodes,
         );
         let (mut dup, mut reord) = (0, 0);
         let info = scan(buf, |d| {
@@ -393,7 +464,16 @@ impl Receiver {
                 }
             }
             if d.ts >= warm {
-                lat.push(now.saturating_sub(d.ts));
+                let l = now.saturating_sub(d.ts);
+                lat.push(l);
+                if nodes > 1 {
+                    // Publisher p is on node p % nodes (round-robin like the subscribers).
+                    if d.publisher as usize % nodes == node {
+                        same.push(l);
+                    } else {
+                        cross.push(l);
+                    }
+                }
             }
         });
         self.result.duplicated += dup;
@@ -403,6 +483,10 @@ impl Receiver {
                 .fetch_add(info.deliveries as u64, Ordering::Relaxed);
             run.last_delivery_us.fetch_max(now, Ordering::Relaxed);
             run.latency.record(self.shard, &self.latencies);
+            run.latency_same_node
+                .record(self.shard, &self.same_latencies);
+            run.latency_cross_node
+                .record(self.shard, &self.cross_latencies);
             for (p, n) in self.per_publisher.iter_mut().enumerate() {
                 if *n > 0 {
                     run.delivered_by[p].fetch_add(*n, Ordering::Relaxed);
@@ -433,7 +517,7 @@ async fn ws_subscriber(
     let channel = &run.channels[rx.result.channel];
     let setup = async {
         let _permit = permits.acquire().await?;
-        let mut conn = Conn::open(&run.env.target, Transport::Websocket).await?;
+        let mut conn = Conn::open(run.target(idx), Transport::Websocket).await?;
         let cid = conn.handshake("1").await?;
         conn.first_connect(&cid, "2").await?;
         conn.subscribe(&cid, channel, "3").await?;
@@ -517,7 +601,7 @@ async fn lp_subscriber(
     let channel = &run.channels[rx.result.channel];
     let setup = async {
         let _permit = permits.acquire().await?;
-        let mut conn = Conn::open(&run.env.target, Transport::LongPolling).await?;
+        let mut conn = Conn::open(run.target(idx), Transport::LongPolling).await?;
         let cid = conn.handshake("1").await?;
         conn.first_connect(&cid, "2").await?;
         conn.subscribe(&cid, channel, "3").await?;
@@ -645,7 +729,7 @@ async fn ws_publisher(
 ) -> PubResult {
     let setup = async {
         let _permit = permits.acquire().await?;
-        let mut conn = Conn::open(&run.env.target, Transport::Websocket).await?;
+        let mut conn = Conn::open(run.target(idx as usize), Transport::Websocket).await?;
         let cid = conn.handshake("1").await?;
         conn.first_connect(&cid, "2").await?;
         let Conn::Ws(mut ws) = conn else {
@@ -802,7 +886,7 @@ async fn lp_publisher(
 ) -> PubResult {
     let setup = async {
         let _permit = permits.acquire().await?;
-        let mut conn = Conn::open(&run.env.target, Transport::LongPolling).await?;
+        let mut conn = Conn::open(run.target(idx as usize), Transport::LongPolling).await?;
         let cid = conn.handshake("1").await?;
         conn.first_connect(&cid, "2").await?;
         let Conn::Lp(control) = conn else {

@@ -353,14 +353,21 @@ impl Session {
     /// Takes every queued message, for transports that write messages as they arrive
     /// (WebSocket without the ack extension). Returns nothing for connect-only sessions.
     pub fn take_messages(&self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        self.take_messages_into(&mut out);
+        out
+    }
+
+    /// As [`Session::take_messages`], appending to `out`, so a writer can reuse one buffer
+    /// instead of allocating for every write.
+    pub fn take_messages_into(&self, out: &mut Vec<Bytes>) {
         if self.transport.is_polling() {
-            return Vec::new();
+            return;
         }
         let mut st = self.state.lock();
-        if st.ack.is_some() {
-            return Vec::new();
+        if st.ack.is_none() {
+            out.extend(st.queue.drain(..));
         }
-        st.queue.drain(..).collect()
     }
 
     /// Polls for messages: ready when the queue is non-empty or the session has ended. For the

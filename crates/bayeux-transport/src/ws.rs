@@ -79,6 +79,8 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
     let mut armed: Option<std::time::Instant> = None;
     // A frame read while draining ready frames that was not a text frame.
     let mut carried: Option<Option<Result<Message, WsError>>> = None;
+    // Reused for every write: no allocation per wake-up.
+    let mut out: Vec<Bytes> = Vec::new();
     loop {
         let deadline = hold.as_ref().map(|h| h.deadline());
         if deadline != armed {
@@ -105,7 +107,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
             }
             Poll::Pending
         });
-        let mut out: Vec<Bytes> = Vec::new();
+        out.clear();
         tokio::select! {
             biased;
             _ = stopped(&mut shutdown) => {
@@ -190,7 +192,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
             event = event => match event {
                 Event::Messages => {
                     if let Some(s) = &session {
-                        out.extend(s.take_messages());
+                        s.take_messages_into(&mut out);
                     }
                 }
                 Event::HoldWake => {

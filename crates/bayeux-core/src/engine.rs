@@ -1,6 +1,5 @@
 //! The engine: meta handlers, publish, the in-process API, expiry.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -1197,16 +1196,6 @@ impl Engine {
             }
         }
         was
-    }
-
-    /// Distinct names subscribed across sessions, for diagnostics.
-    pub fn subscribed_names(&self) -> HashSet<String> {
-        self.inner
-            .sessions
-            .iter()
-            .flat_map(|e| e.value().subscriptions())
-            .map(|p| p.as_str().to_owned())
-            .collect()
     }
 }
 

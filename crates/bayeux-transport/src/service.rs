@@ -16,12 +16,16 @@ use bayeux_core::{
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use tokio::sync::watch;
 
 use crate::config::{Endpoint, SameSite, TransportConfig};
 use crate::metrics::Metrics;
 use crate::ws;
+
+/// How much of an oversized body is read and discarded before answering 413, as a multiple of
+/// the body limit (see `read_body`).
+const DRAIN_FACTOR: usize = 4;
 
 /// The response body type of the service.
 pub type Body = Full<Bytes>;
@@ -248,28 +252,60 @@ impl BayeuxService {
         HeaderValue::from_str(&set_cookie(&self.shared.config, &id)).ok()
     }
 
+    /// Reads a request body of at most `max_body_bytes`, within `body_read_timeout`.
+    ///
+    /// A body over the limit gets `413` with `413::message_too_large`. So that the client can
+    /// finish sending and read that answer (closing a socket with unread data makes the kernel
+    /// reset it, and the client sees a broken pipe instead of the 413), the rest of an oversized
+    /// body is read and discarded, up to [`DRAIN_FACTOR`] times the limit; past that, or when the
+    /// declared length already goes past it, the 413 is sent at once with `Connection: close`.
     async fn read_body<B>(&self, body: B) -> Result<Bytes, Response<Body>>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let limit = self.shared.config.max_body_bytes;
-        let read = Limited::new(body, limit).collect();
-        let Ok(read) = tokio::time::timeout(self.shared.config.body_read_timeout, read).await
-        else {
-            return Err(plain(StatusCode::REQUEST_TIMEOUT, "request body timed out"));
+        let drain_limit = limit.saturating_mul(DRAIN_FACTOR);
+        let too_large = |close: bool| {
+            let mut r = self.bayeux_error(&CoreError::TooLarge { limit });
+            if close {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
         };
-        match read {
-            Ok(c) => Ok(c.to_bytes()),
-            Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    Err(self.bayeux_error(&CoreError::TooLarge { limit }))
-                } else {
-                    Err(plain(StatusCode::BAD_REQUEST, "could not read the body"))
+        let declared = body.size_hint().exact();
+        if declared.is_some_and(|n| n > drain_limit as u64) {
+            return Err(too_large(true));
+        }
+        let read = async move {
+            let mut body = std::pin::pin!(body);
+            let mut buf =
+                bytes::BytesMut::with_capacity(declared.map_or(0, |n| (n as usize).min(limit)));
+            let mut seen = 0usize;
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    return Err(plain(StatusCode::BAD_REQUEST, "could not read the body"));
+                };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                seen = seen.saturating_add(data.len());
+                if seen <= limit {
+                    buf.extend_from_slice(&data);
+                } else if seen > drain_limit {
+                    return Err(too_large(true));
                 }
             }
+            if seen > limit {
+                Err(too_large(false))
+            } else {
+                Ok(buf.freeze())
+            }
+        };
+        match tokio::time::timeout(self.shared.config.body_read_timeout, read).await {
+            Ok(r) => r,
+            Err(_) => Err(plain(StatusCode::REQUEST_TIMEOUT, "request body timed out")),
         }
     }
 

@@ -199,6 +199,12 @@ async fn keep_alive_request(tcp: &mut TcpStream) -> Option<u16> {
     if tcp.write_all(req.as_bytes()).await.is_err() {
         return None;
     }
+    read_response(tcp).await.map(|(status, _)| status)
+}
+
+/// Reads one response with a Content-Length body from `tcp`: its status and head, or `None` if
+/// the server closed the connection first.
+async fn read_response(tcp: &mut TcpStream) -> Option<(u16, String)> {
     let mut buf = vec![0u8; 8192];
     let mut got = Vec::new();
     loop {
@@ -218,10 +224,46 @@ async fn keep_alive_request(tcp: &mut TcpStream) -> Option<u16> {
                 })
                 .unwrap_or(0);
             if rest.len() >= len {
-                return Some(raw_status(&text));
+                return Some((raw_status(&text), head.to_ascii_lowercase()));
             }
         }
     }
+}
+
+/// An oversized body is read to its end (up to four times the limit) before the 413, so the
+/// client finishes sending and reads the answer, and the connection stays usable; a body past
+/// that gets its 413 at once, with `Connection: close`.
+#[tokio::test]
+async fn oversized_body_is_drained_then_refused() {
+    bounded(async {
+        let s = small_server().await;
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        let body = "x".repeat(3000);
+        let req = format!(
+            "POST /cometd HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let (status, head) = read_response(&mut tcp).await.expect("a 413");
+        assert_eq!(status, 413);
+        assert!(!head.contains("connection: close"), "{head}");
+        // Same connection, next request.
+        assert_eq!(keep_alive_request(&mut tcp).await, Some(200));
+
+        // Declared past the drain limit: answered before any of the body is read.
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        let req = "POST /cometd HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                   Content-Length: 1000000\r\n\r\n[";
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let (status, head) = read_response(&mut tcp).await.expect("a 413");
+        assert_eq!(status, 413);
+        assert!(head.contains("connection: close"), "{head}");
+        let mut rest = Vec::new();
+        let n = step("close", tcp.read_to_end(&mut rest)).await.unwrap_or(0);
+        assert_eq!(n, 0, "the connection is closed after the 413");
+    })
+    .await;
 }
 
 #[tokio::test]

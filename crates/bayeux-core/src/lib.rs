@@ -47,5 +47,5 @@ pub use ext::{
 };
 pub use router::Router;
 pub use session::{
-    Delivery, LocalCallback, OverflowPolicy, Session, SessionId, TransportKind, Wake,
+    Delivery, LocalCallback, OverflowPolicy, Session, SessionId, TransportKind, Wake, random_hex,
 };

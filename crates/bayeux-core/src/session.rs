@@ -17,6 +17,30 @@ use crate::channel::{ChannelId, ChannelPattern};
 use crate::codec::MessageId;
 use crate::ext::RemoveReason;
 
+/// `bytes` bytes from the operating system's CSPRNG, as `2 * bytes` lowercase hex digits: the
+/// one source of the unguessable tokens of the workspace (session ids, browser cookies, voice
+/// session tokens).
+///
+/// # Panics
+/// Only if the operating system has no random source at all, which makes running a server
+/// meaningless.
+pub fn random_hex(bytes: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 64];
+    let mut s = String::with_capacity(bytes * 2);
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len());
+        getrandom::fill(&mut buf[..n]).expect("the OS random number generator is unavailable");
+        for b in &buf[..n] {
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 15) as usize] as char);
+        }
+        left -= n;
+    }
+    s
+}
+
 /// A session id: 160 bits from the operating system's CSPRNG, as 40 lowercase hex digits.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(Arc<str>);
@@ -28,15 +52,7 @@ impl SessionId {
     /// Only if the operating system has no random source at all, which makes running a server
     /// meaningless.
     pub fn random() -> SessionId {
-        let mut buf = [0u8; 20];
-        getrandom::fill(&mut buf).expect("the OS random number generator is unavailable");
-        let mut s = String::with_capacity(40);
-        for b in buf {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            s.push(HEX[(b >> 4) as usize] as char);
-            s.push(HEX[(b & 15) as usize] as char);
-        }
-        SessionId(Arc::from(s))
+        SessionId(Arc::from(random_hex(20)))
     }
 
     /// The id as sent on the wire.
@@ -477,6 +493,19 @@ impl fmt::Debug for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_hex_has_the_asked_length_and_differs_each_time() {
+        for n in [0, 1, 8, 20, 64, 65, 200] {
+            let a = random_hex(n);
+            assert_eq!(a.len(), 2 * n);
+            assert!(a.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            if n >= 8 {
+                assert_ne!(a, random_hex(n));
+            }
+        }
+        assert_eq!(SessionId::random().as_str().len(), 40);
+    }
 
     fn session(max: usize, policy: OverflowPolicy) -> Session {
         Session::new(

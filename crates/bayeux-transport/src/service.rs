@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use bayeux_core::{
     Engine, Error as CoreError, Message, RequestContext, TransportKind, decode_batch, join_array,
+    random_hex,
 };
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -495,13 +496,6 @@ fn valid_callback(name: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '$')
         && name.len() <= 64
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.')
-}
-
-pub(crate) fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // Without an OS random source no session id can be made either; fail loudly.
-    getrandom::fill(&mut buf).expect("the OS random number generator is unavailable");
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn set_cookie(cfg: &TransportConfig, value: &str) -> String {

@@ -27,22 +27,12 @@ pub(crate) fn call_id() -> String {
 
 /// A connection id: 16 lowercase hex digits.
 pub(crate) fn conn_id() -> String {
-    hex(&random_bytes::<8>())
+    bayeux_core::random_hex(8)
 }
 
 /// A session-cookie token: 256 bits as 64 hex digits.
 pub(crate) fn token() -> String {
-    hex(&random_bytes::<32>())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
+    bayeux_core::random_hex(32)
 }
 
 /// Compares two byte strings in time that depends only on their lengths.

@@ -499,7 +499,10 @@ mod tests {
         for n in [0, 1, 8, 20, 64, 65, 200] {
             let a = random_hex(n);
             assert_eq!(a.len(), 2 * n);
-            assert!(a.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            assert!(
+                a.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            );
             if n >= 8 {
                 assert_ne!(a, random_hex(n));
             }

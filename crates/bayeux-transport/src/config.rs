@@ -117,7 +117,9 @@ pub struct TransportConfig {
     pub max_ws_message_bytes: usize,
     /// Maximum concurrent TCP connections accepted by [`crate::serve`].
     pub max_connections: usize,
-    /// Time allowed to send the request headers.
+    /// Time allowed to send the request headers. It also bounds how long a keep-alive
+    /// connection may sit idle between requests (hyper starts the header timer when it waits for
+    /// the next request), so it doubles as the idle timeout of HTTP/1.1 connections.
     pub header_read_timeout: Duration,
     /// Time allowed to send a request body once the headers are in (408 beyond): without it a
     /// client that stalls mid-body holds its connection, and a slot of `max_connections`,

@@ -137,7 +137,9 @@ async fn second_session_of_a_browser_gets_multiple_clients_advice() {
         b.handshake_and_connect().await;
         assert_ne!(a.client_id, b.client_id);
         let held_a = a.spawn_connect();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Held (the browser's slot taken) before the second tab connects: they use two
+        // connections, with no order between them otherwise.
+        held_connects(s.engine(), 1).await;
         assert!(!held_a.is_finished(), "the first tab's connect is held");
         let t = std::time::Instant::now();
         let msgs = step("second tab's connect", b.connect()).await;

@@ -23,7 +23,8 @@ async fn shutdown_answers_held_connects_and_closes_websockets_with_1001() {
         let mut idle_ws = ws_connect(s.addr, "/cometd").await;
         ws_handshake(&mut idle_ws).await;
 
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Both connects (long-polling and WebSocket) are held before the shutdown.
+        held_connects(s.engine(), 2).await;
         assert!(!held.is_finished(), "long poll held before shutdown");
         assert!(ws_next(&mut ws, Duration::from_millis(10)).await.is_none());
 

@@ -79,7 +79,7 @@ async fn handshake_connect_subscribe_publish_over_one_socket() {
             &json!([{"channel": "/chat", "clientId": id, "data": {"text": "hi"}, "id": "5"}]),
         )
         .await;
-        let (msgs, _) = collect_until(&mut ws, Duration::from_secs(2), |m| {
+        let (msgs, _) = collect_until(&mut ws, STEP, |m| {
             m.iter().any(|x| x["id"] == "5") && !deliveries(m, "/chat").is_empty()
         })
         .await;
@@ -119,7 +119,7 @@ async fn waiting_messages_share_one_frame() {
         for i in 0..3 {
             s.engine().publish_json(&format!("/t/{i}"), &i).unwrap();
         }
-        let (msgs, frames) = collect_until(&mut ws, Duration::from_secs(2), |m| m.len() >= 3).await;
+        let (msgs, frames) = collect_until(&mut ws, STEP, |m| m.len() >= 3).await;
         assert_eq!(msgs.len(), 3, "{msgs:?}");
         assert_eq!(frames, 1, "three waiting messages in one frame");
         for (i, m) in msgs.iter().enumerate() {

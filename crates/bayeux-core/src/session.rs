@@ -5,7 +5,7 @@ use std::any::Any;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -196,6 +196,9 @@ pub struct Session {
     local: Option<LocalCallback>,
     max_queue: usize,
     overflow: OverflowPolicy,
+    /// Mirrors `state.ack.is_some()` (ack is turned on once, never off), so that
+    /// [`Session::connect_only`], asked on every WebSocket wake-up, takes no lock.
+    ack: AtomicBool,
     pub(crate) state: Mutex<State>,
     attributes: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
 }
@@ -233,6 +236,7 @@ impl Session {
             local,
             max_queue: max_queue.max(1),
             overflow,
+            ack: AtomicBool::new(false),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 waker: None,
@@ -323,7 +327,7 @@ impl Session {
     /// Whether the ack extension is active on this session (deliveries then travel only in
     /// `/meta/connect` replies).
     pub fn ack_enabled(&self) -> bool {
-        self.state.lock().ack.is_some()
+        self.ack.load(Ordering::Acquire)
     }
 
     /// Whether messages for this session are sent only inside `/meta/connect` replies: always for
@@ -422,6 +426,7 @@ impl Session {
         let mut st = self.state.lock();
         if st.ack.is_none() {
             st.ack = Some(AckState::default());
+            self.ack.store(true, Ordering::Release);
         }
     }
 

@@ -16,6 +16,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "unit, integration, property and abuse tests"
 cargo test --workspace
+# The in-process example asserts what it prints: run it so it cannot rot.
+cargo run -q -p bayeux-core --example in_process > /dev/null
 
 step "interop: the official CometD JavaScript client (Node and headless Chromium)"
 cargo build -p bayeux-server

@@ -338,6 +338,52 @@ impl Conn {
     }
 }
 
+/// Sets up a session on a connection of its own: handshake (id `1`), first connect (`2`) and,
+/// with `channel`, a subscription (`3`). Returns the connection and the client id.
+pub async fn session(
+    target: &Target,
+    transport: Transport,
+    channel: Option<&str>,
+) -> Result<(Conn, String)> {
+    let mut conn = Conn::open(target, transport).await?;
+    let cid = conn.handshake("1").await?;
+    conn.first_connect(&cid, "2").await?;
+    if let Some(channel) = channel {
+        conn.subscribe(&cid, channel, "3").await?;
+    }
+    Ok((conn, cid))
+}
+
+/// A WebSocket [`session`] that then sends a `/meta/connect` (id `hold_id`) for the server to
+/// hold: the socket is ready to receive deliveries.
+pub async fn ws_session(
+    target: &Target,
+    channel: Option<&str>,
+    hold_id: &str,
+) -> Result<(Box<Ws>, String)> {
+    let (conn, cid) = session(target, Transport::Websocket, channel).await?;
+    let Conn::Ws(mut ws) = conn else {
+        return Err(BoxError::from("not a WebSocket"));
+    };
+    ws.send(Message::text(connect_body(
+        &cid,
+        hold_id,
+        Transport::Websocket,
+        false,
+    )))
+    .await?;
+    Ok((ws, cid))
+}
+
+/// A long-polling [`session`]: its HTTP connection and client id.
+pub async fn lp_session(target: &Target, channel: Option<&str>) -> Result<(Http, String)> {
+    let (conn, cid) = session(target, Transport::LongPolling, channel).await?;
+    match conn {
+        Conn::Lp(http) => Ok((http, cid)),
+        Conn::Ws(_) => Err(BoxError::from("not long-polling")),
+    }
+}
+
 /// A `/meta/connect` message; `immediate` asks the server not to hold it.
 pub fn connect_body(client_id: &str, id: &str, transport: Transport, immediate: bool) -> String {
     let mut s = format!(

@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Env, Errors, Snapshot, fill_resources, progress_bar};
-use crate::conn::{BoxError, Conn, Http, Result, Transport, connect_body, disconnect_body};
+use crate::conn::{Http, Result, Transport, connect_body, disconnect_body, lp_session, ws_session};
 use crate::procfs;
 use crate::report::RunReport;
 use crate::scan::scan;
@@ -135,20 +135,7 @@ async fn ws_idle(
 ) -> Result<()> {
     let (mut ws, cid) = {
         let _permit = permits.acquire().await?;
-        let mut conn = Conn::open(target, Transport::Websocket).await?;
-        let cid = conn.handshake("1").await?;
-        conn.first_connect(&cid, "2").await?;
-        let Conn::Ws(mut ws) = conn else {
-            return Err(BoxError::from("not a WebSocket"));
-        };
-        ws.send(Message::text(connect_body(
-            &cid,
-            "3",
-            Transport::Websocket,
-            false,
-        )))
-        .await?;
-        (ws, cid)
+        ws_session(target, None, "3").await?
     };
     let _ = ready.send(Ok(()));
     let mut n = 4u64;
@@ -191,13 +178,7 @@ async fn lp_idle(
     // an idle long-polling client, without transient set-up connections in the figure.
     let (mut poll, cid) = {
         let _permit = permits.acquire().await?;
-        let mut conn = Conn::open(target, Transport::LongPolling).await?;
-        let cid = conn.handshake("1").await?;
-        conn.first_connect(&cid, "2").await?;
-        let Conn::Lp(http) = conn else {
-            return Err(BoxError::from("not long-polling"));
-        };
-        (http, cid)
+        lp_session(target, None).await?
     };
     let _ = ready.send(Ok(()));
     let mut n = 3u64;

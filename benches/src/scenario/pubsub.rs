@@ -20,7 +20,8 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{Env, Errors, Rng, Shards, Snapshot, fill_resources, per_cpu, progress_bar};
 use crate::clock::{now_us, us_at};
 use crate::conn::{
-    BoxError, Conn, Http, Result, Transport, connect_body, disconnect_body, publish_message,
+    BoxError, Http, Result, Transport, connect_body, disconnect_body, lp_session, publish_message,
+    ws_session,
 };
 use crate::report::{Latency, RunReport};
 use crate::scan::{payload, scan};
@@ -517,21 +518,7 @@ async fn ws_subscriber(
     let channel = &run.channels[rx.result.channel];
     let setup = async {
         let _permit = permits.acquire().await?;
-        let mut conn = Conn::open(run.target(idx), Transport::Websocket).await?;
-        let cid = conn.handshake("1").await?;
-        conn.first_connect(&cid, "2").await?;
-        conn.subscribe(&cid, channel, "3").await?;
-        let Conn::Ws(mut ws) = conn else {
-            return Err(BoxError::from("not a WebSocket"));
-        };
-        ws.send(Message::text(connect_body(
-            &cid,
-            "4",
-            Transport::Websocket,
-            false,
-        )))
-        .await?;
-        Ok::<_, BoxError>((ws, cid))
+        ws_session(run.target(idx), Some(channel), "4").await
     };
     let (mut ws, cid) = match setup.await {
         Ok(x) => x,
@@ -601,14 +588,7 @@ async fn lp_subscriber(
     let channel = &run.channels[rx.result.channel];
     let setup = async {
         let _permit = permits.acquire().await?;
-        let mut conn = Conn::open(run.target(idx), Transport::LongPolling).await?;
-        let cid = conn.handshake("1").await?;
-        conn.first_connect(&cid, "2").await?;
-        conn.subscribe(&cid, channel, "3").await?;
-        let Conn::Lp(control) = conn else {
-            return Err(BoxError::from("not long-polling"));
-        };
-        Ok::<_, BoxError>((control, cid))
+        lp_session(run.target(idx), Some(channel)).await
     };
     let (mut control, cid) = match setup.await {
         Ok(x) => x,
@@ -729,20 +709,7 @@ async fn ws_publisher(
 ) -> PubResult {
     let setup = async {
         let _permit = permits.acquire().await?;
-        let mut conn = Conn::open(run.target(idx as usize), Transport::Websocket).await?;
-        let cid = conn.handshake("1").await?;
-        conn.first_connect(&cid, "2").await?;
-        let Conn::Ws(mut ws) = conn else {
-            return Err(BoxError::from("not a WebSocket"));
-        };
-        ws.send(Message::text(connect_body(
-            &cid,
-            "c3",
-            Transport::Websocket,
-            false,
-        )))
-        .await?;
-        Ok::<_, BoxError>((ws, cid))
+        ws_session(run.target(idx as usize), None, "c3").await
     };
     let (ws, cid) = match setup.await {
         Ok(x) => x,
@@ -886,13 +853,7 @@ async fn lp_publisher(
 ) -> PubResult {
     let setup = async {
         let _permit = permits.acquire().await?;
-        let mut conn = Conn::open(run.target(idx as usize), Transport::LongPolling).await?;
-        let cid = conn.handshake("1").await?;
-        conn.first_connect(&cid, "2").await?;
-        let Conn::Lp(control) = conn else {
-            return Err(BoxError::from("not long-polling"));
-        };
-        Ok::<_, BoxError>((control, cid))
+        lp_session(run.target(idx as usize), None).await
     };
     let (mut control, cid) = match setup.await {
         Ok(x) => x,

@@ -19,6 +19,8 @@ use bayeux_core::{
     OverflowPolicy, RequestContext, TransportKind, Wake, decode_batch,
 };
 use bytes::Bytes;
+
+use crate::channel::naive_matches;
 use serde_json::{Value, json};
 
 /// Channel names and patterns the operations pick from (plus arbitrary text now and then).
@@ -381,17 +383,6 @@ pub fn run(scenario: &Scenario) -> Coverage {
     }
 }
 
-fn naive_matches(pattern: &str, channel: &str) -> bool {
-    let ps: Vec<&str> = pattern.split('/').skip(1).collect();
-    let cs: Vec<&str> = channel.split('/').skip(1).collect();
-    let n = ps.len();
-    match ps.last() {
-        Some(&"**") => cs.len() >= n && ps[..n - 1] == cs[..n - 1],
-        Some(&"*") => cs.len() == n && ps[..n - 1] == cs[..n - 1],
-        _ => ps == cs,
-    }
-}
-
 /// Parses replies and deliveries; a delivery may come framed as a one-element array.
 fn parse_replies(replies: &[Bytes]) -> Vec<Value> {
     let mut out = Vec::new();
@@ -618,12 +609,9 @@ impl Runner {
                 }
             }
             Op::FinishHold { s, h } => {
-                let Some(i) = self.pick(*s) else { return };
-                if self.sessions[i].holds.is_empty() {
+                let Some((i, hold, generation)) = self.take_hold(*s, *h) else {
                     return;
-                }
-                let h = *h as usize % self.sessions[i].holds.len();
-                let (hold, generation) = self.sessions[i].holds.remove(h);
+                };
                 let replies = self.engine.finish_hold(hold, self.instant());
                 let mut parsed = parse_replies(&replies);
                 let reply = parsed.pop().expect("a connect reply");
@@ -655,12 +643,9 @@ impl Runner {
                 }
             }
             Op::DropHold { s, h } => {
-                let Some(i) = self.pick(*s) else { return };
-                if self.sessions[i].holds.is_empty() {
+                let Some((i, hold, generation)) = self.take_hold(*s, *h) else {
                     return;
-                }
-                let h = *h as usize % self.sessions[i].holds.len();
-                let (hold, generation) = self.sessions[i].holds.remove(h);
+                };
                 let deadline = hold.deadline();
                 drop(hold);
                 let s = &mut self.sessions[i];
@@ -960,6 +945,18 @@ impl Runner {
                 self.fan_out(&channel.unwrap(), n, Some(i));
             }
         }
+    }
+
+    /// Removes hold number `h` (modulo their count) of session `s`, if it has any: the
+    /// session's index, the hold and the generation it was made in.
+    fn take_hold(&mut self, s: u8, h: u8) -> Option<(usize, Hold, u64)> {
+        let i = self.pick(s)?;
+        let holds = &mut self.sessions[i].holds;
+        if holds.is_empty() {
+            return None;
+        }
+        let (hold, generation) = holds.remove(h as usize % holds.len());
+        Some((i, hold, generation))
     }
 
     fn check(&self) {

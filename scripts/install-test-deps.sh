@@ -13,16 +13,7 @@ interop="$root/tests/interop"
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        log "need root to run: $*"
-        return 1
-    fi
-}
+source "$root/scripts/lib.sh"
 
 # --- Node.js -----------------------------------------------------------------------------------
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

@@ -14,23 +14,12 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 
-if [ -z "${BAYEUX_SERVER_BIN:-}" ]; then
-    echo "run.sh: set BAYEUX_SERVER_BIN to the bayeux-server binary" >&2
-    exit 2
-fi
-case "$BAYEUX_SERVER_BIN" in
-    /*) ;;
-    *) BAYEUX_SERVER_BIN="$PWD/$BAYEUX_SERVER_BIN" ;;
-esac
-if [ ! -x "$BAYEUX_SERVER_BIN" ]; then
-    echo "run.sh: BAYEUX_SERVER_BIN=$BAYEUX_SERVER_BIN is not an executable file" >&2
-    exit 2
-fi
+source "$root/scripts/lib.sh"
+require_server_bin
 if ! "$BAYEUX_SERVER_BIN" --help 2>/dev/null | grep -q -- '--redis'; then
     echo "run.sh: $BAYEUX_SERVER_BIN has no --redis option (built without the Redis backplane?)" >&2
     exit 2
 fi
-export BAYEUX_SERVER_BIN
 
 bash "$root/scripts/cluster-deps.sh"
 export PATH="$PATH:/usr/sbin:/sbin"

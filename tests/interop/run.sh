@@ -11,19 +11,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-if [ -z "${BAYEUX_SERVER_BIN:-}" ]; then
-    echo "run.sh: set BAYEUX_SERVER_BIN to the bayeux-server binary" >&2
-    exit 2
-fi
-case "$BAYEUX_SERVER_BIN" in
-    /*) ;;
-    *) BAYEUX_SERVER_BIN="$PWD/$BAYEUX_SERVER_BIN" ;;
-esac
-if [ ! -x "$BAYEUX_SERVER_BIN" ]; then
-    echo "run.sh: BAYEUX_SERVER_BIN=$BAYEUX_SERVER_BIN is not an executable file" >&2
-    exit 2
-fi
-export BAYEUX_SERVER_BIN
+source "$here/../../scripts/lib.sh"
+require_server_bin
 
 if [ ! -d "$here/node_modules/cometd" ] || [ ! -d "$here/node_modules/playwright-core" ]; then
     echo "run.sh: tests/interop/node_modules is missing: run scripts/install-test-deps.sh" >&2

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bayeux_core::{AckExtension, Engine, TimesyncExtension};
 use bayeux_redis::RedisBackplane;
 use bayeux_transport::auth::Authenticator;
-use bayeux_transport::{BayeuxService, Body, Endpoint, Origins, ShutdownHandle};
+use bayeux_transport::{BayeuxService, Body, ShutdownHandle};
 use bayeux_voice::{VoiceApi, VoiceConfig};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -76,14 +76,7 @@ impl App {
             for e in &mut transport.endpoints {
                 e.authenticator = Some(auth.clone());
             }
-            let mut notifications = Endpoint::new(voice.notifications_path());
-            notifications.authenticator = Some(auth);
-            notifications.origins = if voice.allowed_origins().iter().any(|o| o == "*") {
-                Origins::Any
-            } else {
-                Origins::List(voice.allowed_origins().to_vec())
-            };
-            transport.endpoints.push(notifications);
+            transport.endpoints.push(voice.notifications_endpoint());
             Some(voice)
         } else {
             None

@@ -30,8 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bayeux_core::{AckExtension, Engine, EngineConfig, LocalSession, TimesyncExtension};
-use bayeux_transport::auth::Authenticator;
-use bayeux_transport::{BayeuxService, Body, Endpoint, Origins, TransportConfig, serve};
+use bayeux_transport::{BayeuxService, Body, TransportConfig, serve};
 use bayeux_voice::{CallControl, OutboundCall, Telephony, VoiceApi, VoiceConfig};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -158,16 +157,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let voice = VoiceApi::with_telephony(config, engine.clone(), telephony)?;
     engine.set_security_policy(Arc::new(voice.security_policy()));
 
-    let auth: Arc<dyn Authenticator> = Arc::new(voice.authenticator());
-    let mut notifications = Endpoint::new(voice.notifications_path());
-    notifications.authenticator = Some(auth);
-    notifications.origins = if voice.allowed_origins().iter().any(|o| o == "*") {
-        Origins::Any
-    } else {
-        Origins::List(voice.allowed_origins().to_vec())
-    };
     let mut transport = TransportConfig::default(); // keeps the anonymous /cometd endpoint
-    transport.endpoints.push(notifications);
+    transport.endpoints.push(voice.notifications_endpoint());
     let (bayeux, shutdown) = BayeuxService::new(engine.clone(), transport);
 
     let _observers: Vec<LocalSession> = users.iter().map(|u| observe(&engine, u)).collect();

@@ -320,6 +320,20 @@ impl VoiceApi {
         }
     }
 
+    /// The transport endpoint for the notifications: mounted at [`VoiceApi::notifications_path`],
+    /// sessions authenticated by [`VoiceApi::authenticator`], browsers limited to
+    /// [`VoiceApi::allowed_origins`]. Add it to the transport configuration's `endpoints`.
+    pub fn notifications_endpoint(&self) -> bayeux_transport::Endpoint {
+        let mut e = bayeux_transport::Endpoint::new(self.notifications_path());
+        e.authenticator = Some(std::sync::Arc::new(self.authenticator()));
+        e.origins = if self.allowed_origins().iter().any(|o| o == "*") {
+            bayeux_transport::Origins::Any
+        } else {
+            bayeux_transport::Origins::List(self.allowed_origins().to_vec())
+        };
+        e
+    }
+
     /// A handle to drive calls from the network side (far-end answer and release, inbound
     /// calls).
     pub fn call_control(&self) -> CallControl {

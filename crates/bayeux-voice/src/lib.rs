@@ -48,7 +48,9 @@
 //! let engine = Engine::new(EngineConfig::default());
 //! let voice = VoiceApi::new(VoiceConfig::default(), engine.clone()).unwrap();
 //! engine.set_security_policy(Arc::new(voice.security_policy()));
-//! let _authenticator = voice.authenticator(); // for the transport's notifications endpoint
+//! // The transport endpoint of the notifications: path, authenticator, allowed origins.
+//! let endpoint = voice.notifications_endpoint();
+//! assert_eq!(endpoint.path, voice.notifications_path());
 //! assert!(voice.matches("/api/v2/me/calls"));
 //! assert!(!voice.matches(voice.notifications_path()));
 //! ```

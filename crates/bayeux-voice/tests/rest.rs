@@ -158,6 +158,14 @@ async fn configured_origins_replace_the_default() {
     };
     let h = Harness::new(config);
     assert_eq!(h.api.allowed_origins(), ["http://localhost:3000"]);
+    // The notifications endpoint carries the same list, the path and the authenticator.
+    let e = h.api.notifications_endpoint();
+    assert_eq!(e.path, h.api.notifications_path());
+    assert_eq!(
+        e.origins,
+        bayeux_transport::Origins::List(vec!["http://localhost:3000".into()])
+    );
+    assert!(e.authenticator.is_some());
     let r = |o: &'static str| {
         send(
             &h.api,

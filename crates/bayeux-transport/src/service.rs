@@ -281,8 +281,11 @@ impl BayeuxService {
         }
         let read = async move {
             let mut body = std::pin::pin!(body);
-            let mut buf =
-                bytes::BytesMut::with_capacity(declared.map_or(0, |n| (n as usize).min(limit)));
+            // A body that arrives as one frame (the usual case) is kept as is, without a copy;
+            // nothing is reserved from the declared length, which costs the client nothing to
+            // claim.
+            let mut first: Option<Bytes> = None;
+            let mut rest = bytes::BytesMut::new();
             let mut seen = 0usize;
             while let Some(frame) = body.frame().await {
                 let Ok(frame) = frame else {
@@ -292,16 +295,24 @@ impl BayeuxService {
                     continue;
                 };
                 seen = seen.saturating_add(data.len());
-                if seen <= limit {
-                    buf.extend_from_slice(&data);
-                } else if seen > drain_limit {
+                if seen > drain_limit {
                     return Err(too_large(true));
+                } else if seen > limit {
+                    first = None;
+                    rest = bytes::BytesMut::new();
+                } else if first.is_none() && rest.is_empty() {
+                    first = Some(data);
+                } else {
+                    if let Some(f) = first.take() {
+                        rest.extend_from_slice(&f);
+                    }
+                    rest.extend_from_slice(&data);
                 }
             }
             if seen > limit {
                 Err(too_large(false))
             } else {
-                Ok(buf.freeze())
+                Ok(first.unwrap_or_else(|| rest.freeze()))
             }
         };
         match tokio::time::timeout(self.shared.config.body_read_timeout, read).await {

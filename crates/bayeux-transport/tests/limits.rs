@@ -230,6 +230,28 @@ async fn read_response(tcp: &mut TcpStream) -> Option<(u16, String)> {
     }
 }
 
+/// A body within the limit that arrives in several chunks is put back together.
+#[tokio::test]
+async fn chunked_body_within_the_limit_is_read_whole() {
+    bounded(async {
+        let s = small_server().await;
+        let body = json!([handshake_msg("1", &["long-polling"])]).to_string();
+        let (a, b) = body.split_at(body.len() / 2);
+        let raw = format!(
+            "POST /cometd HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+             {:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+            a.len(),
+            b.len()
+        );
+        let out = raw_exchange(s.addr, raw.as_bytes()).await;
+        assert_eq!(raw_status(&out), 200, "{out}");
+        assert!(raw_body(&out).contains("\"successful\":true"), "{out}");
+        assert_eq!(s.engine().session_count(), 1);
+    })
+    .await;
+}
+
 /// An oversized body is read to its end (up to four times the limit) before the 413, so the
 /// client finishes sending and reads the answer, and the connection stays usable; a body past
 /// that gets its 413 at once, with `Connection: close`.

@@ -1,7 +1,7 @@
 //! The engine: meta handlers, publish, the in-process API, expiry.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,11 @@ use crate::codec::{
     Advice, Limits, Message, MessageId, Reply, encode_delivery_framed, frame, unframe,
 };
 use crate::error::{Error, Failure, Reconnect};
-use crate::ext::{Decision, Extension, Listener, RemoveReason, RequestContext, SecurityPolicy};
+use crate::ext::{Decision, Extension, Listener, RequestContext, SecurityPolicy};
 use crate::router::Router;
 use crate::session::{
-    Delivery, LocalCallback, Offer, OverflowPolicy, Session, SessionId, TransportKind, Wake,
+    AttachError, BrowserSlots, ConnectStart, Delivery, LocalCallback, Offer, OverflowPolicy,
+    RemoveReason, Session, SessionId, Timing, TransportKind, Wake,
 };
 
 /// Engine settings. Every field has a default matching CometD's where CometD has one.
@@ -29,7 +30,9 @@ pub struct EngineConfig {
     pub timeout_ms: u64,
     /// Pause the client makes between connects, ms (advice `interval`).
     pub interval_ms: u64,
-    /// A session with no `/meta/connect` for `interval + max_interval` ms is removed.
+    /// How long a session lives without hearing from its client, ms: every message it sends
+    /// extends its life to at least now + `max_interval`; a connect reply (or the end of a held
+    /// connect) to `interval + max_interval` from then; a held connect keeps it alive.
     pub max_interval_ms: u64,
     /// Upper bound on a client-requested `advice.timeout`, ms.
     pub max_client_timeout_ms: u64,
@@ -97,10 +100,15 @@ pub trait Backplane: Send + Sync {
 pub struct Stats {
     /// Inbound messages handled.
     pub messages_in: AtomicU64,
-    /// Messages put in session queues or handed to local sessions.
+    /// Messages put in session queues or handed to local sessions (refused ones are not
+    /// counted).
     pub deliveries: AtomicU64,
-    /// Messages dropped at a full queue.
+    /// Messages dropped at a full queue (the oldest one dropped for a new one, or the new one
+    /// refused under [`OverflowPolicy::Disconnect`]).
     pub queue_drops: AtomicU64,
+    /// Of `queue_drops`, messages that had been sent to an ack-extension client and were not
+    /// yet acknowledged: if that send is lost, the client never sees them.
+    pub unacked_drops: AtomicU64,
     /// Sessions created.
     pub sessions_created: AtomicU64,
     /// Sessions removed.
@@ -123,13 +131,18 @@ pub struct Outcome {
 }
 
 /// A held `/meta/connect`: "answer when this session has messages, or at `deadline`".
+///
+/// Dropping it unanswered (the client went away) ends the hold: the session then expires from
+/// the deadline the connect would have had.
 #[derive(Debug)]
 pub struct Hold {
     session: Arc<Session>,
     generation: u64,
     deadline: Instant,
     request: Message,
-    engine: Engine,
+    /// The `held_connects` gauge, and the session timing for the expiry when the hold ends.
+    stats: Arc<Stats>,
+    timing: Timing,
     finished: bool,
 }
 
@@ -154,51 +167,36 @@ impl Hold {
         std::future::poll_fn(|cx| self.poll_wake(cx)).await
     }
 
-    fn release(&mut self, now: Option<Instant>) -> bool {
-        if self.finished {
-            return false;
-        }
+    fn end(&mut self, at: Instant, drain: bool) -> crate::session::HoldEnd {
         self.finished = true;
-        self.engine
-            .inner
-            .stats
-            .held_connects
-            .fetch_sub(1, Ordering::Relaxed);
-        let mut st = self.session.state.lock();
-        if st.hold_gen == self.generation {
-            if std::mem::take(&mut st.browser_slot)
-                && let Some(b) = self.session.browser()
-            {
-                self.engine.release_browser(b);
-            }
-            st.held = false;
-            st.last_seen = now.unwrap_or(self.deadline).max(st.last_seen);
-            true
-        } else {
-            false
-        }
+        self.stats.held_connects.fetch_sub(1, Ordering::Relaxed);
+        self.session
+            .end_hold(self.generation, at, drain, &self.timing)
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        // The client went away before the answer: the session starts expiring from the
-        // deadline the connect would have had.
-        self.release(None);
+        if !self.finished {
+            self.end(self.deadline, false);
+        }
     }
 }
 
 struct Inner {
     config: EngineConfig,
+    timing: Timing,
     sessions: DashMap<Arc<str>, Arc<Session>>,
     by_principal: DashMap<Arc<str>, Vec<Arc<Session>>>,
-    browsers: DashMap<Arc<str>, usize>,
+    /// Sessions counted against `max_sessions` (reserved before a session is created).
+    live: AtomicUsize,
+    browsers: Arc<BrowserSlots>,
     router: Router,
     extensions: RwLock<Arc<Vec<Arc<dyn Extension>>>>,
     policy: RwLock<Option<Arc<dyn SecurityPolicy>>>,
     listeners: RwLock<Arc<Vec<Arc<dyn Listener>>>>,
     backplane: RwLock<Option<Arc<dyn Backplane>>>,
-    stats: Stats,
+    stats: Arc<Stats>,
 }
 
 /// The Bayeux engine. Cheap to clone; all clones share state.
@@ -244,18 +242,21 @@ fn valid_id(id: &MessageId) -> bool {
 impl Engine {
     /// A new engine with no sessions.
     pub fn new(config: EngineConfig) -> Engine {
+        let timing = Timing::of(&config);
         Engine {
             inner: Arc::new(Inner {
+                browsers: BrowserSlots::new(config.max_sessions_per_browser),
                 config,
+                timing,
                 sessions: DashMap::new(),
                 by_principal: DashMap::new(),
-                browsers: DashMap::new(),
+                live: AtomicUsize::new(0),
                 router: Router::default(),
                 extensions: RwLock::new(Arc::new(Vec::new())),
                 policy: RwLock::new(None),
                 listeners: RwLock::new(Arc::new(Vec::new())),
                 backplane: RwLock::new(None),
-                stats: Stats::default(),
+                stats: Arc::new(Stats::default()),
             }),
         }
     }
@@ -273,6 +274,11 @@ impl Engine {
     /// Number of live sessions (remote and local).
     pub fn session_count(&self) -> usize {
         self.inner.sessions.len()
+    }
+
+    /// Long polls currently counted against their browser's limit.
+    pub fn browser_slots_taken(&self) -> usize {
+        self.inner.browsers.taken()
     }
 
     /// Number of subscribed channel names and patterns.
@@ -331,13 +337,7 @@ impl Engine {
     fn advice(&self, reconnect: Reconnect, session: Option<&Session>) -> Advice {
         let c = &self.inner.config;
         let (timeout, interval) = match session {
-            Some(s) => {
-                let st = s.state.lock();
-                (
-                    st.timeout.unwrap_or(c.timeout_ms),
-                    st.interval.unwrap_or(c.interval_ms),
-                )
-            }
+            Some(s) => s.timeout_and_interval(&self.inner.timing),
             None => (c.timeout_ms, c.interval_ms),
         };
         Advice {
@@ -408,7 +408,12 @@ impl Engine {
         let extensions = self.extensions();
         for mut msg in batch {
             self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+            // The one lookup of the message's session; hearing from a client keeps its session
+            // alive, whatever the message (CometD's `cancelExpiration`).
             let session = self.find_session(ctx, &msg).ok();
+            if let Some(s) = &session {
+                s.touch(now, &self.inner.timing);
+            }
             if !extensions
                 .iter()
                 .all(|e| e.incoming(session.as_ref(), &mut msg))
@@ -417,7 +422,7 @@ impl Engine {
                 out.replies.push(reply.encode());
                 continue;
             }
-            let (reply, session) = self.handle_one(ctx, &msg, now, &mut out);
+            let (reply, session) = self.handle_one(ctx, &msg, session, now, &mut out);
             if let Some(mut reply) = reply {
                 for e in extensions.iter() {
                     e.outgoing(session.as_ref(), &msg, &mut reply);
@@ -435,6 +440,7 @@ impl Engine {
         &self,
         ctx: &RequestContext,
         msg: &Message,
+        found: Option<Arc<Session>>,
         now: Instant,
         out: &mut Outcome,
     ) -> (Option<Reply>, Option<Arc<Session>>) {
@@ -454,11 +460,11 @@ impl Engine {
                 out.handshake = true;
                 (Some(r), s)
             }),
-            "/meta/connect" => self.connect(ctx, msg, now, out),
-            "/meta/subscribe" => self.subscribe(ctx, msg).map(|(r, s)| (Some(r), s)),
-            "/meta/unsubscribe" => self.unsubscribe(ctx, msg).map(|(r, s)| (Some(r), s)),
-            "/meta/disconnect" => self.disconnect(ctx, msg).map(|(r, s)| (Some(r), s)),
-            _ => self.publish_remote(ctx, msg).map(|(r, s)| (Some(r), s)),
+            "/meta/connect" => self.connect(ctx, msg, found, now, out),
+            "/meta/subscribe" => self.subscribe(msg, found).map(|(r, s)| (Some(r), s)),
+            "/meta/unsubscribe" => self.unsubscribe(msg, found).map(|(r, s)| (Some(r), s)),
+            "/meta/disconnect" => self.disconnect(msg, found).map(|(r, s)| (Some(r), s)),
+            _ => self.publish_remote(msg, found).map(|(r, s)| (Some(r), s)),
         };
         match result {
             Ok((r, s)) => (r, Some(s)),
@@ -494,7 +500,7 @@ impl Engine {
         {
             return Err(Failure::ConnectionTypeUnsupported);
         }
-        if self.inner.sessions.len() >= c.max_sessions {
+        if self.inner.live.load(Ordering::Relaxed) >= c.max_sessions {
             return Err(Failure::TooManySessions);
         }
         if let Some(policy) = self.inner.policy.read().clone() {
@@ -505,6 +511,17 @@ impl Engine {
                 Decision::Forbidden(m) => return Err(Failure::Forbidden(m)),
             }
         }
+        // Reserve the place first, so concurrent handshakes cannot together pass the limit.
+        if self
+            .inner
+            .live
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < c.max_sessions).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(Failure::TooManySessions);
+        }
         let session = Arc::new(Session::new(
             ctx.principal.clone(),
             ctx.browser.clone(),
@@ -512,6 +529,7 @@ impl Engine {
             None,
             c.max_queue,
             c.overflow,
+            &self.inner.timing,
             now,
         ));
         self.add_session(&session);
@@ -525,10 +543,14 @@ impl Engine {
         Ok((r, session))
     }
 
+    /// Makes a session visible. Listeners hear of it before anything can find it, so that its
+    /// `session_added` comes before any other event of it. It is indexed by principal before by
+    /// id; should a removal slip in between (it can only find the session through one of the two
+    /// maps), the recheck below takes it out of both again.
     fn add_session(&self, session: &Arc<Session>) {
-        self.inner
-            .sessions
-            .insert(Arc::from(session.id().as_str()), session.clone());
+        for l in self.listeners().iter() {
+            l.session_added(session);
+        }
         if let Some(p) = session.principal() {
             self.inner
                 .by_principal
@@ -537,23 +559,27 @@ impl Engine {
                 .push(session.clone());
         }
         self.inner
+            .sessions
+            .insert(Arc::from(session.id().as_str()), session.clone());
+        self.inner
             .stats
             .sessions_created
             .fetch_add(1, Ordering::Relaxed);
-        for l in self.listeners().iter() {
-            l.session_added(session);
+        if session.is_closed() {
+            self.forget(session);
         }
     }
 
-    fn apply_client_advice(&self, session: &Session, msg: &Message) {
-        let Some(advice) = &msg.advice else { return };
-        let c = &self.inner.config;
-        let mut st = session.state.lock();
-        if let Some(t) = advice.timeout.filter(|t| t.is_finite() && *t >= 0.0) {
-            st.timeout = Some((t as u64).min(c.max_client_timeout_ms));
-        }
-        if let Some(i) = advice.interval.filter(|i| i.is_finite() && *i >= 0.0) {
-            st.interval = Some((i as u64).min(c.max_interval_ms));
+    /// Takes a session out of the lookup maps (idempotent).
+    fn forget(&self, session: &Arc<Session>) {
+        self.inner
+            .sessions
+            .remove_if(session.id().as_str(), |_, s| s.key() == session.key());
+        if let Some(p) = session.principal() {
+            self.inner.by_principal.remove_if_mut(p, |_, v| {
+                v.retain(|s| s.key() != session.key());
+                v.is_empty()
+            });
         }
     }
 
@@ -561,88 +587,55 @@ impl Engine {
         &self,
         ctx: &RequestContext,
         msg: &Message,
+        found: Option<Arc<Session>>,
         now: Instant,
         out: &mut Outcome,
     ) -> Result<(Option<Reply>, Arc<Session>), Failure> {
-        let session = self.find_session(ctx, msg)?;
+        let session = found.ok_or(Failure::SessionUnknown)?;
         if let Some(ct) = msg.connection_type.as_deref()
             && TransportKind::from_name(ct)
                 .is_none_or(|t| !self.inner.config.transports.contains(&t))
         {
             return Err(Failure::ConnectionTypeUnsupported);
         }
+        let timing = &self.inner.timing;
         // This session's hold time for this connect: the client's advice overrides the default,
         // for this connect only when it asks for 0 (an immediate answer).
         let immediate_request = msg.advice.as_ref().and_then(|a| a.timeout) == Some(0.0);
-        if !immediate_request {
-            self.apply_client_advice(&session, msg);
+        if !immediate_request && let Some(a) = &msg.advice {
+            session.apply_advice(a.timeout, a.interval, timing);
         }
-        let timeout = {
-            let st = session.state.lock();
-            st.timeout.unwrap_or(self.inner.config.timeout_ms)
-        };
-        // Multiple clients: a second long poll from the same browser is answered at once.
+        let (timeout, _) = session.timeout_and_interval(timing);
+        // Multiple clients: a long poll beyond its browser's allowance is answered at once.
         let c = &self.inner.config;
-        let mut multiple = false;
-        let mut st = session.state.lock();
-        let first = !st.connected;
-        st.connected = true;
-        // (Judged from the locked state: `Session::connect_only` would lock it again.)
-        let connect_only = session.transport().is_polling() || st.ack.is_some();
-        let pending = !st.queue.is_empty() && connect_only
-            || st.ack.as_ref().is_some_and(|a| !a.unacked.is_empty());
-        let hold = !first && !immediate_request && timeout > 0 && !pending;
-        if hold
-            && ctx.transport.is_polling()
-            && !ctx.http2
-            && c.max_sessions_per_browser > 0
-            && let Some(b) = session.browser()
-        {
-            // A session replacing its own held connect keeps that connect's slot.
-            if st.browser_slot || self.take_browser(b) {
-                st.browser_slot = true;
-            } else {
-                multiple = true;
+        let slots = (ctx.transport.is_polling() && !ctx.http2 && c.max_sessions_per_browser > 0)
+            .then_some(&self.inner.browsers);
+        let start = session
+            .begin_connect(now, !immediate_request && timeout > 0, slots, timing)
+            .map_err(|_| Failure::SessionUnknown)?;
+        let (messages, multiple) = match start {
+            ConnectStart::Hold { generation } => {
+                self.inner
+                    .stats
+                    .held_connects
+                    .fetch_add(1, Ordering::Relaxed);
+                // Two connects in one batch: the first is answered (empty, superseded) now.
+                if let Some(old) = out.hold.take() {
+                    out.replies.extend(self.finish_hold(old, now));
+                }
+                out.hold = Some(Hold {
+                    session: session.clone(),
+                    generation,
+                    deadline: now + Duration::from_millis(timeout),
+                    request: msg.clone(),
+                    stats: self.inner.stats.clone(),
+                    timing: *timing,
+                    finished: false,
+                });
+                return Ok((None, session));
             }
-        }
-        // Not held: a slot kept from a superseded connect is given back.
-        if (!hold || multiple)
-            && std::mem::take(&mut st.browser_slot)
-            && let Some(b) = session.browser()
-        {
-            self.release_browser(b);
-        }
-        // A newer connect supersedes the held one, whatever this one does.
-        st.hold_gen += 1;
-        if let Some(w) = st.waker.take() {
-            w.wake();
-        }
-        if hold && !multiple {
-            st.held = true;
-            let generation = st.hold_gen;
-            drop(st);
-            self.inner
-                .stats
-                .held_connects
-                .fetch_add(1, Ordering::Relaxed);
-            // Two connects in one batch: the first is answered (empty, superseded) now.
-            if let Some(old) = out.hold.take() {
-                out.replies.extend(self.finish_hold(old, now));
-            }
-            out.hold = Some(Hold {
-                session: session.clone(),
-                generation,
-                deadline: now + Duration::from_millis(timeout),
-                request: msg.clone(),
-                engine: self.clone(),
-                finished: false,
-            });
-            return Ok((None, session));
-        }
-        st.held = false;
-        st.last_seen = now;
-        let messages = Session::drain_for_connect(&mut st);
-        drop(st);
+            ConnectStart::Answer { messages, multiple } => (messages, multiple),
+        };
         out.replies.extend(messages);
         let mut r = Reply::new(Some("/meta/connect"), msg.id.clone(), true);
         let mut advice = self.advice(Reconnect::Retry, Some(&session));
@@ -660,31 +653,14 @@ impl Engine {
         Ok((Some(r), session))
     }
 
-    fn take_browser(&self, browser: &str) -> bool {
-        let mut e = self.inner.browsers.entry(Arc::from(browser)).or_insert(0);
-        if *e >= self.inner.config.max_sessions_per_browser {
-            false
-        } else {
-            *e += 1;
-            true
-        }
-    }
-
-    fn release_browser(&self, browser: &str) {
-        self.inner.browsers.remove_if_mut(browser, |_, n| {
-            *n = n.saturating_sub(1);
-            *n == 0
-        });
-    }
-
     /// Completes a held connect: the reply carries the session's queued messages (unless the
     /// connect was superseded by a newer one) followed by the `/meta/connect` reply.
     pub fn finish_hold(&self, mut hold: Hold, now: Instant) -> Vec<Bytes> {
-        let current = hold.release(Some(now));
+        let end = hold.end(now, true);
         let session = hold.session.clone();
-        let mut out = Vec::new();
+        let mut out = end.messages;
         let mut r = Reply::new(Some("/meta/connect"), hold.request.id.clone(), true);
-        let closed = session.closed_reason();
+        let closed = end.closed;
         if closed == Some(RemoveReason::Disconnected) {
             // The client asked to disconnect: its pending connect succeeds and says stop, as
             // CometD does (a failure here would make the client report a failed disconnect).
@@ -694,10 +670,6 @@ impl Engine {
             r.error = Some(Failure::SessionUnknown.error_string());
             r.advice = Some(self.advice(Reconnect::Handshake, None));
         } else {
-            if current {
-                let mut st = session.state.lock();
-                out = Session::drain_for_connect(&mut st);
-            }
             r.advice = Some(self.advice(Reconnect::Retry, Some(&session)));
         }
         for e in self.extensions().iter() {
@@ -723,10 +695,10 @@ impl Engine {
 
     fn subscribe(
         &self,
-        ctx: &RequestContext,
         msg: &Message,
+        found: Option<Arc<Session>>,
     ) -> Result<(Reply, Arc<Session>), Failure> {
-        let session = self.find_session(ctx, msg)?;
+        let session = found.ok_or(Failure::SessionUnknown)?;
         let patterns = self.parse_subscription(msg)?;
         let policy = self.inner.policy.read().clone();
         for p in &patterns {
@@ -743,28 +715,17 @@ impl Engine {
                 }
             }
         }
-        {
-            let st = session.state.lock();
-            let new = patterns
-                .iter()
-                .filter(|p| !st.subscriptions.contains(*p))
-                .count();
-            if st.subscriptions.len() + new > self.inner.config.max_subscriptions {
+        // Remote subscriptions to /service/** are accepted but never recorded: service messages
+        // go to server-side sessions only.
+        let patterns: Vec<ChannelPattern> = patterns
+            .into_iter()
+            .filter(|p| p.kind() != ChannelKind::Service)
+            .collect();
+        match self.attach(&session, &patterns, self.inner.config.max_subscriptions) {
+            Ok(_) => {}
+            Err(AttachError::Closed) => return Err(Failure::SessionUnknown),
+            Err(AttachError::TooMany) => {
                 return Err(Failure::SubscribeDenied("too_many_subscriptions".into()));
-            }
-        }
-        let listeners = self.listeners();
-        for p in patterns {
-            // Remote subscriptions to /service/** are accepted but never recorded: service
-            // messages go to server-side sessions only.
-            if p.kind() == ChannelKind::Service {
-                continue;
-            }
-            if self.inner.router.subscribe(&p, &session) {
-                session.state.lock().subscriptions.insert(p.clone());
-                for l in listeners.iter() {
-                    l.subscribed(&session, &p);
-                }
             }
         }
         let mut r = Reply::new(Some("/meta/subscribe"), msg.id.clone(), true);
@@ -772,25 +733,55 @@ impl Engine {
         Ok((r, session))
     }
 
+    /// The one way a subscription is added: the session's set, the router and the listeners
+    /// change together, in one step of the session (see [`Session`]).
+    /// Returns how many of `patterns` were new.
+    fn attach(
+        &self,
+        session: &Arc<Session>,
+        patterns: &[ChannelPattern],
+        max: usize,
+    ) -> Result<usize, AttachError> {
+        let listeners = self.listeners();
+        let mut added = 0;
+        session.attach(patterns, max, |p| {
+            added += 1;
+            self.inner.router.subscribe(p, session);
+            for l in listeners.iter() {
+                l.subscribed(session, p);
+            }
+        })?;
+        Ok(added)
+    }
+
+    /// The one way a subscription is removed (the counterpart of [`Engine::attach`]).
+    fn detach(&self, session: &Arc<Session>, pattern: &ChannelPattern) -> bool {
+        session.detach(pattern, || {
+            self.unrouted(session, pattern, &self.listeners())
+        })
+    }
+
+    fn unrouted(
+        &self,
+        session: &Arc<Session>,
+        pattern: &ChannelPattern,
+        listeners: &[Arc<dyn Listener>],
+    ) {
+        self.inner.router.unsubscribe(pattern, session.key());
+        for l in listeners {
+            l.unsubscribed(session, pattern);
+        }
+    }
+
     fn unsubscribe(
         &self,
-        ctx: &RequestContext,
         msg: &Message,
+        found: Option<Arc<Session>>,
     ) -> Result<(Reply, Arc<Session>), Failure> {
-        let session = self.find_session(ctx, msg)?;
+        let session = found.ok_or(Failure::SessionUnknown)?;
         let patterns = self.parse_subscription(msg)?;
-        let listeners = self.listeners();
         for p in patterns {
-            if p.kind() == ChannelKind::Service {
-                continue;
-            }
-            let was = session.state.lock().subscriptions.remove(&p);
-            if was {
-                self.inner.router.unsubscribe(&p, session.key());
-                for l in listeners.iter() {
-                    l.unsubscribed(&session, &p);
-                }
-            }
+            self.detach(&session, &p);
         }
         let mut r = Reply::new(Some("/meta/unsubscribe"), msg.id.clone(), true);
         r.subscription = msg.subscription.clone();
@@ -799,10 +790,10 @@ impl Engine {
 
     fn disconnect(
         &self,
-        ctx: &RequestContext,
         msg: &Message,
+        found: Option<Arc<Session>>,
     ) -> Result<(Reply, Arc<Session>), Failure> {
-        let session = self.find_session(ctx, msg)?;
+        let session = found.ok_or(Failure::SessionUnknown)?;
         self.remove_session(&session, RemoveReason::Disconnected);
         let r = Reply::new(Some("/meta/disconnect"), msg.id.clone(), true);
         Ok((r, session))
@@ -810,12 +801,12 @@ impl Engine {
 
     fn publish_remote(
         &self,
-        ctx: &RequestContext,
         msg: &Message,
+        found: Option<Arc<Session>>,
     ) -> Result<(Reply, Arc<Session>), Failure> {
         let name = msg.channel.as_deref().unwrap_or_default();
         let channel = ChannelId::parse(name).map_err(|_| Failure::ChannelInvalid)?;
-        let session = self.find_session(ctx, msg)?;
+        let session = found.ok_or(Failure::SessionUnknown)?;
         if channel.kind() == ChannelKind::Meta {
             return Err(Failure::PublishDenied("denied_by_security_policy".into()));
         }
@@ -884,7 +875,7 @@ impl Engine {
         exclude: Option<u64>,
     ) -> usize {
         let mut locals: Vec<Arc<Session>> = Vec::new();
-        let mut overflowed: Vec<Arc<Session>> = Vec::new();
+        let mut overflowed: Vec<(Arc<Session>, Offer)> = Vec::new();
         let mut count = 0usize;
         self.inner.router.for_each_subscriber(channel, |s| {
             if Some(s.key()) == exclude {
@@ -893,11 +884,10 @@ impl Engine {
             if s.is_local() {
                 locals.push(s.clone());
             } else if kind == ChannelKind::Broadcast {
-                count += 1;
-                match s.offer(bytes) {
-                    Offer::Queued => {}
-                    Offer::DroppedOldest | Offer::Refused => overflowed.push(s.clone()),
-                    Offer::Closed => count -= 1,
+                let offer = s.offer(bytes);
+                count += usize::from(offer.queued());
+                if matches!(offer, Offer::DroppedOldest { .. } | Offer::Refused) {
+                    overflowed.push((s.clone(), offer));
                 }
             }
         });
@@ -921,16 +911,19 @@ impl Engine {
         count
     }
 
-    fn handle_overflow(&self, sessions: &[Arc<Session>]) {
+    fn handle_overflow(&self, sessions: &[(Arc<Session>, Offer)]) {
         if sessions.is_empty() {
             return;
         }
-        self.inner
-            .stats
+        let stats = &self.inner.stats;
+        stats
             .queue_drops
             .fetch_add(sessions.len() as u64, Ordering::Relaxed);
         let listeners = self.listeners();
-        for s in sessions {
+        for (s, offer) in sessions {
+            if let Offer::DroppedOldest { unacked: true } = offer {
+                stats.unacked_drops.fetch_add(1, Ordering::Relaxed);
+            }
             for l in listeners.iter() {
                 l.queue_full(s);
             }
@@ -1014,16 +1007,19 @@ impl Engine {
             });
             return Ok(());
         }
-        self.inner.stats.deliveries.fetch_add(1, Ordering::Relaxed);
-        match s.offer(bytes) {
+        let offer = s.offer(bytes);
+        if offer.queued() {
+            self.inner.stats.deliveries.fetch_add(1, Ordering::Relaxed);
+        }
+        match offer {
             Offer::Queued => Ok(()),
             Offer::Closed => Err(Error::UnknownSession),
-            Offer::DroppedOldest => {
-                self.handle_overflow(std::slice::from_ref(s));
+            Offer::DroppedOldest { .. } => {
+                self.handle_overflow(&[(s.clone(), offer)]);
                 Ok(())
             }
             Offer::Refused => {
-                self.handle_overflow(std::slice::from_ref(s));
+                self.handle_overflow(&[(s.clone(), offer)]);
                 Err(Error::QueueFull)
             }
         }
@@ -1089,8 +1085,10 @@ impl Engine {
             Some(cb),
             1,
             OverflowPolicy::DropOldest,
+            &self.inner.timing,
             Instant::now(),
         ));
+        self.inner.live.fetch_add(1, Ordering::Relaxed);
         self.add_session(&session);
         LocalSession {
             engine: self.clone(),
@@ -1099,29 +1097,28 @@ impl Engine {
     }
 
     /// Ends a session: its held connect is answered, its subscriptions are removed and it is
-    /// forgotten.
+    /// forgotten. Returns false if it had already ended.
     pub fn remove_session(&self, session: &Arc<Session>, reason: RemoveReason) -> bool {
-        if self.inner.sessions.remove(session.id().as_str()).is_none() {
+        self.end_session(session, reason, None)
+    }
+
+    /// Ends `session` in one step of the session (closing and detaching every subscription),
+    /// then forgets it. With `expired_at`, only if it has expired by then: the sweeper decides
+    /// under the same lock that a concurrent connect takes.
+    fn end_session(
+        &self,
+        session: &Arc<Session>,
+        reason: RemoveReason,
+        expired_at: Option<Instant>,
+    ) -> bool {
+        let listeners = self.listeners();
+        if !session.close(reason, expired_at, |p| {
+            self.unrouted(session, p, &listeners)
+        }) {
             return false;
         }
-        if let Some(p) = session.principal() {
-            self.inner.by_principal.remove_if_mut(p, |_, v| {
-                v.retain(|s| s.key() != session.key());
-                v.is_empty()
-            });
-        }
-        let subs: Vec<ChannelPattern> = {
-            let mut st = session.state.lock();
-            st.subscriptions.drain().collect()
-        };
-        session.close(reason);
-        let listeners = self.listeners();
-        for p in &subs {
-            self.inner.router.unsubscribe(p, session.key());
-            for l in listeners.iter() {
-                l.unsubscribed(session, p);
-            }
-        }
+        self.forget(session);
+        self.inner.live.fetch_sub(1, Ordering::Relaxed);
         self.inner
             .stats
             .sessions_removed
@@ -1132,29 +1129,19 @@ impl Engine {
         true
     }
 
-    /// Removes remote sessions that have not connected within `interval + maxInterval` of their
-    /// last connect reply (and are not holding a connect now). Returns how many were removed.
+    /// Removes the remote sessions that have expired by `now` (see [`Session`] for the liveness
+    /// rule): a session holding a connect never expires. Returns how many were removed.
     pub fn sweep(&self, now: Instant) -> usize {
-        let c = &self.inner.config;
         let expired: Vec<Arc<Session>> = self
             .inner
             .sessions
             .iter()
-            .filter(|e| {
-                let s = e.value();
-                if s.is_local() {
-                    return false;
-                }
-                let st = s.state.lock();
-                let grace = st.interval.unwrap_or(c.interval_ms) + c.max_interval_ms;
-                !st.held
-                    && now.saturating_duration_since(st.last_seen) > Duration::from_millis(grace)
-            })
+            .filter(|e| !e.value().is_local() && e.value().is_expired(now))
             .map(|e| e.value().clone())
             .collect();
         expired
             .iter()
-            .filter(|s| self.remove_session(s, RemoveReason::Expired))
+            .filter(|s| self.end_session(s, RemoveReason::Expired, Some(now)))
             .count()
     }
 
@@ -1171,31 +1158,17 @@ impl Engine {
         }
     }
 
-    /// Subscribes any session to `pattern` from the server side (no security policy).
+    /// Subscribes any session to `pattern` from the server side (no security policy, no
+    /// subscription limit). Returns whether it was added (false if already subscribed or the
+    /// session has ended).
     pub fn subscribe_session(&self, session: &Arc<Session>, pattern: &ChannelPattern) -> bool {
-        if session.is_closed() {
-            return false;
-        }
-        let added = self.inner.router.subscribe(pattern, session);
-        if added {
-            session.state.lock().subscriptions.insert(pattern.clone());
-            for l in self.listeners().iter() {
-                l.subscribed(session, pattern);
-            }
-        }
-        added
+        self.attach(session, std::slice::from_ref(pattern), usize::MAX)
+            .is_ok_and(|added| added > 0)
     }
 
     /// Unsubscribes a session from `pattern` from the server side.
     pub fn unsubscribe_session(&self, session: &Arc<Session>, pattern: &ChannelPattern) -> bool {
-        let was = session.state.lock().subscriptions.remove(pattern);
-        if was {
-            self.inner.router.unsubscribe(pattern, session.key());
-            for l in self.listeners().iter() {
-                l.unsubscribed(session, pattern);
-            }
-        }
-        was
+        self.detach(session, pattern)
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::channel::{ChannelId, ChannelPattern};
 use crate::codec::{Message, Reply};
-use crate::session::{Session, TransportKind};
+use crate::session::{RemoveReason, Session, TransportKind};
 
 /// Who sent a request: the transport and what it authenticated.
 #[derive(Debug, Clone)]
@@ -114,24 +114,16 @@ pub trait Extension: Send + Sync {
     fn outgoing(&self, _session: Option<&Arc<Session>>, _request: &Message, _reply: &mut Reply) {}
 }
 
-/// Why a session went away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoveReason {
-    /// The client sent `/meta/disconnect` (or the server disconnected it).
-    Disconnected,
-    /// No `/meta/connect` within `interval + maxInterval`.
-    Expired,
-    /// Its queue overflowed under [`crate::OverflowPolicy::Disconnect`].
-    QueueOverflow,
-    /// The server is shutting down ([`crate::Engine::close_all`]).
-    ServerShutdown,
-}
-
 /// Observes the engine. Every method has an empty default.
+///
+/// The events of one session arrive in order: `session_added` before the session can be found
+/// (so before any other event of it), then its `subscribed` / `unsubscribed` events, then
+/// `session_removed` last. To keep that order, `subscribed` and `unsubscribed` run while the
+/// session's subscriptions are locked: they must not subscribe or unsubscribe that same session.
 pub trait Listener: Send + Sync {
-    /// A session was created.
+    /// A session was created (it is not yet visible to lookups).
     fn session_added(&self, _session: &Arc<Session>) {}
-    /// A session was removed.
+    /// A session was removed (after its `unsubscribed` events).
     fn session_removed(&self, _session: &Arc<Session>, _reason: RemoveReason) {}
     /// A session subscribed.
     fn subscribed(&self, _session: &Arc<Session>, _pattern: &ChannelPattern) {}

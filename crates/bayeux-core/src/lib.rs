@@ -42,10 +42,10 @@ pub use codec::{
 pub use engine::{Backplane, Engine, EngineConfig, Hold, LocalSession, Outcome, Stats};
 pub use error::{Error, Failure, Reconnect};
 pub use ext::{
-    AckExtension, Decision, Extension, Listener, RemoveReason, RequestContext, SecurityPolicy,
-    TimesyncExtension,
+    AckExtension, Decision, Extension, Listener, RequestContext, SecurityPolicy, TimesyncExtension,
 };
 pub use router::Router;
 pub use session::{
-    Delivery, LocalCallback, OverflowPolicy, Session, SessionId, TransportKind, Wake, random_hex,
+    Delivery, LocalCallback, OverflowPolicy, RemoveReason, Session, SessionId, TransportKind, Wake,
+    random_hex,
 };

@@ -159,7 +159,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{OverflowPolicy, TransportKind};
+    use crate::session::{OverflowPolicy, Timing, TransportKind};
     use proptest::prelude::*;
     use std::time::Instant;
 
@@ -171,6 +171,7 @@ mod tests {
             None,
             10,
             OverflowPolicy::DropOldest,
+            &Timing::of(&crate::EngineConfig::default()),
             Instant::now(),
         ))
     }

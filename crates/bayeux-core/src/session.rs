@@ -7,15 +7,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
 use crate::channel::{ChannelId, ChannelPattern};
 use crate::codec::MessageId;
-use crate::ext::RemoveReason;
 
 /// `bytes` bytes from the operating system's CSPRNG, as `2 * bytes` lowercase hex digits: the
 /// one source of the unguessable tokens of the workspace (session ids, browser cookies, voice
@@ -145,48 +145,219 @@ pub enum OverflowPolicy {
     Disconnect,
 }
 
+/// Why a session went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveReason {
+    /// The client sent `/meta/disconnect` (or the server disconnected it).
+    Disconnected,
+    /// Nothing heard from the client for too long (see [`Session`] for the liveness rule).
+    Expired,
+    /// Its queue overflowed under [`crate::OverflowPolicy::Disconnect`].
+    QueueOverflow,
+    /// The server is shutting down ([`crate::Engine::close_all`]).
+    ServerShutdown,
+}
+
 /// Result of offering a message to a session queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Offer {
+    /// Queued with room to spare.
     Queued,
-    DroppedOldest,
+    /// Queued; the oldest message was dropped: a queued one, or (`unacked`) one sent to an
+    /// ack-extension client and not yet acknowledged.
+    DroppedOldest {
+        /// Whether the dropped message was a sent, unacknowledged one.
+        unacked: bool,
+    },
+    /// Not queued: the queue is full and the policy is to disconnect.
     Refused,
+    /// Not queued: the session has ended.
     Closed,
 }
 
-/// Unacknowledged batches kept by the ack extension.
-#[derive(Debug, Default)]
-pub(crate) struct AckState {
-    /// Number of the last batch sent.
-    pub batch: u64,
-    /// Messages sent in batch `batch` (and earlier unacknowledged ones), waiting for the client's
-    /// acknowledgement.
-    pub unacked: Vec<Bytes>,
+impl Offer {
+    /// Whether the message is now in the queue.
+    pub(crate) fn queued(self) -> bool {
+        matches!(self, Offer::Queued | Offer::DroppedOldest { .. })
+    }
 }
 
-pub(crate) struct State {
-    pub queue: VecDeque<Bytes>,
-    pub waker: Option<Waker>,
-    /// Incremented by every new held connect; a hold whose generation is stale was superseded.
-    pub hold_gen: u64,
-    pub held: bool,
-    /// When the last connect reply was sent (or the handshake, before any connect).
-    pub last_seen: Instant,
+/// Long polls held at once per browser (`BAYEUX_BROWSER` cookie), shared by every session.
+#[derive(Debug)]
+pub(crate) struct BrowserSlots {
+    max: usize,
+    held: DashMap<Arc<str>, usize>,
+}
+
+impl BrowserSlots {
+    pub(crate) fn new(max: usize) -> Arc<BrowserSlots> {
+        Arc::new(BrowserSlots {
+            max,
+            held: DashMap::new(),
+        })
+    }
+
+    /// Takes one of `browser`'s slots, if one is free; dropping the slot gives it back.
+    fn take(self: &Arc<Self>, browser: &Arc<str>) -> Option<BrowserSlot> {
+        let mut n = self.held.entry(browser.clone()).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(BrowserSlot {
+            slots: self.clone(),
+            browser: browser.clone(),
+        })
+    }
+
+    /// Slots currently taken (for tests and metrics).
+    pub(crate) fn taken(&self) -> usize {
+        self.held.iter().map(|e| *e.value()).sum()
+    }
+}
+
+/// One held long poll counted against a browser; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct BrowserSlot {
+    slots: Arc<BrowserSlots>,
+    browser: Arc<str>,
+}
+
+impl Drop for BrowserSlot {
+    fn drop(&mut self) {
+        self.slots.held.remove_if_mut(&*self.browser, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+}
+
+/// Unacknowledged messages kept by the ack extension.
+#[derive(Debug, Default)]
+struct AckState {
+    /// Number of the last batch sent.
+    batch: u64,
+    /// Messages sent in batch `batch` (and earlier unacknowledged ones), oldest first, waiting
+    /// for the client's acknowledgement.
+    unacked: VecDeque<Bytes>,
+}
+
+/// The session's timing settings, copied from the engine's configuration at creation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// Default hold time of a connect, ms.
+    pub timeout_ms: u64,
+    /// Default pause between connects, ms.
+    pub interval_ms: u64,
+    /// How long a session lives without hearing from its client, ms.
+    pub max_interval_ms: u64,
+    /// Upper bound of a client-requested hold time, ms.
+    pub max_client_timeout_ms: u64,
+}
+
+struct State {
+    queue: VecDeque<Bytes>,
+    waker: Option<Waker>,
+    /// Incremented by every connect; a hold whose generation is stale was superseded.
+    hold_gen: u64,
+    /// Whether a connect is held now (the session then never expires).
+    held: bool,
+    /// When the session expires unless its client is heard from (never while `held`).
+    expires: Instant,
     /// Whether a first `/meta/connect` has been answered.
-    pub connected: bool,
-    pub closed: bool,
-    pub closed_reason: Option<RemoveReason>,
-    /// Whether the session's current held connect counts against its browser's long polls.
-    pub browser_slot: bool,
+    connected: bool,
+    closed: Option<RemoveReason>,
+    /// The browser slot of the current held connect, when it counts against its browser.
+    browser_slot: Option<BrowserSlot>,
     /// Client-requested hold time and interval, ms.
-    pub timeout: Option<u64>,
-    pub interval: Option<u64>,
-    pub subscriptions: HashSet<ChannelPattern>,
-    pub ack: Option<AckState>,
-    pub dropped: u64,
+    timeout: Option<u64>,
+    interval: Option<u64>,
+    ack: Option<AckState>,
+    dropped: u64,
+}
+
+impl State {
+    fn grace(&self, t: &Timing) -> Duration {
+        Duration::from_millis(self.interval.unwrap_or(t.interval_ms) + t.max_interval_ms)
+    }
+
+    /// Takes the messages for a `/meta/connect` reply. With the ack extension, the
+    /// unacknowledged messages are sent again with the new ones, under a new batch number.
+    fn drain_for_connect(&mut self) -> Vec<Bytes> {
+        match self.ack.as_mut() {
+            None => self.queue.drain(..).collect(),
+            Some(ack) => {
+                if self.queue.is_empty() && ack.unacked.is_empty() {
+                    return Vec::new();
+                }
+                ack.unacked.extend(self.queue.drain(..));
+                ack.batch += 1;
+                ack.unacked.iter().cloned().collect()
+            }
+        }
+    }
+}
+
+/// How a `/meta/connect` starts ([`Session::begin_connect`]).
+#[derive(Debug)]
+pub(crate) enum ConnectStart {
+    /// Hold it: answer when messages arrive or at the hold deadline.
+    Hold {
+        /// The hold's generation, for [`Session::poll_hold`] and [`Session::end_hold`].
+        generation: u64,
+    },
+    /// Answer now with these messages.
+    Answer {
+        messages: Vec<Bytes>,
+        /// The browser already holds its allowed long polls: advise `multiple-clients`.
+        multiple: bool,
+    },
+}
+
+/// How a held connect ended ([`Session::end_hold`]).
+#[derive(Debug)]
+pub(crate) struct HoldEnd {
+    /// Why the session ended, if it has.
+    pub closed: Option<RemoveReason>,
+    /// The messages for the reply (none when superseded or closed).
+    pub messages: Vec<Bytes>,
+}
+
+impl Timing {
+    /// The timing settings of `config`.
+    pub(crate) fn of(config: &crate::EngineConfig) -> Timing {
+        Timing {
+            timeout_ms: config.timeout_ms,
+            interval_ms: config.interval_ms,
+            max_interval_ms: config.max_interval_ms,
+            max_client_timeout_ms: config.max_client_timeout_ms,
+        }
+    }
+}
+
+/// A subscription could not be attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttachError {
+    /// The session has ended.
+    Closed,
+    /// The session would exceed its subscription limit.
+    TooMany,
 }
 
 /// A Bayeux session: a remote client's, or a local one living in the server.
+///
+/// The session owns its life cycle; every change of its state is one locked step here, so that
+/// concurrent requests, deliveries and the sweeper cannot slip between a check and an update:
+///
+/// - **Liveness** (as CometD's `ServerSessionImpl`): every message the client sends extends the
+///   session's expiry to at least now + `max_interval`; a connect answered at once, or a held one
+///   when it ends, sets it to the end + `interval` + `max_interval`; while a connect is held the
+///   session never expires. Expiry is decided and carried out under the session's lock, so a
+///   connect that arrives first keeps the session, and one that arrives after gets
+///   `402::session_unknown`.
+/// - **Subscriptions** are attached and detached under the session's subscription lock, which
+///   closing also takes: a subscribe racing a disconnect either completes before it (and is then
+///   undone by it) or fails; nothing is left behind in the router.
 pub struct Session {
     id: SessionId,
     key: u64,
@@ -199,7 +370,10 @@ pub struct Session {
     /// Mirrors `state.ack.is_some()` (ack is turned on once, never off), so that
     /// [`Session::connect_only`], asked on every WebSocket wake-up, takes no lock.
     ack: AtomicBool,
-    pub(crate) state: Mutex<State>,
+    /// Lock order: `subscriptions`, then `state`; `state` is never held while taking another
+    /// session lock or a router lock.
+    subscriptions: Mutex<HashSet<ChannelPattern>>,
+    state: Mutex<State>,
     attributes: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
 }
 
@@ -225,6 +399,7 @@ impl Session {
         local: Option<LocalCallback>,
         max_queue: usize,
         overflow: OverflowPolicy,
+        timing: &Timing,
         now: Instant,
     ) -> Session {
         Session {
@@ -237,19 +412,18 @@ impl Session {
             max_queue: max_queue.max(1),
             overflow,
             ack: AtomicBool::new(false),
+            subscriptions: Mutex::new(HashSet::new()),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 waker: None,
                 hold_gen: 0,
                 held: false,
-                last_seen: now,
+                expires: now + Duration::from_millis(timing.interval_ms + timing.max_interval_ms),
                 connected: false,
-                closed: false,
-                closed_reason: None,
-                browser_slot: false,
+                closed: None,
+                browser_slot: None,
                 timeout: None,
                 interval: None,
-                subscriptions: HashSet::new(),
                 ack: None,
                 dropped: 0,
             }),
@@ -289,12 +463,12 @@ impl Session {
 
     /// Whether the session has ended.
     pub fn is_closed(&self) -> bool {
-        self.state.lock().closed
+        self.state.lock().closed.is_some()
     }
 
     /// Why the session ended, if it has.
     pub fn closed_reason(&self) -> Option<RemoveReason> {
-        self.state.lock().closed_reason
+        self.state.lock().closed
     }
 
     /// Number of messages waiting in the queue.
@@ -302,14 +476,20 @@ impl Session {
         self.state.lock().queue.len()
     }
 
-    /// Messages dropped at the queue bound so far.
+    /// Messages dropped at the queue bound so far (queued ones, and with the ack extension sent
+    /// ones that were not yet acknowledged).
     pub fn dropped(&self) -> u64 {
         self.state.lock().dropped
     }
 
+    /// Whether a `/meta/connect` of this session is held now.
+    pub fn is_held(&self) -> bool {
+        self.state.lock().held
+    }
+
     /// The channels and patterns the session is subscribed to.
     pub fn subscriptions(&self) -> Vec<ChannelPattern> {
-        let mut v: Vec<_> = self.state.lock().subscriptions.iter().cloned().collect();
+        let mut v: Vec<_> = self.subscriptions.lock().iter().cloned().collect();
         v.sort();
         v
     }
@@ -340,31 +520,67 @@ impl Session {
         self.local.as_ref()
     }
 
-    /// Puts serialized message bytes in the queue (or calls the local callback, done by the
-    /// caller for local sessions), applying the overflow policy.
+    /// The client was heard from at `now`: the session lives at least `max_interval` longer.
+    pub(crate) fn touch(&self, now: Instant, timing: &Timing) {
+        let mut st = self.state.lock();
+        let at_least = now + Duration::from_millis(timing.max_interval_ms);
+        if st.expires < at_least {
+            st.expires = at_least;
+        }
+    }
+
+    /// The hold time and interval for this session: the client's advice, else the defaults.
+    pub(crate) fn timeout_and_interval(&self, timing: &Timing) -> (u64, u64) {
+        let st = self.state.lock();
+        (
+            st.timeout.unwrap_or(timing.timeout_ms),
+            st.interval.unwrap_or(timing.interval_ms),
+        )
+    }
+
+    /// Records a client's `advice` (finite, non-negative values, capped by the configuration).
+    pub(crate) fn apply_advice(&self, timeout: Option<f64>, interval: Option<f64>, t: &Timing) {
+        let mut st = self.state.lock();
+        if let Some(v) = timeout.filter(|v| v.is_finite() && *v >= 0.0) {
+            st.timeout = Some((v as u64).min(t.max_client_timeout_ms));
+        }
+        if let Some(v) = interval.filter(|v| v.is_finite() && *v >= 0.0) {
+            st.interval = Some((v as u64).min(t.max_interval_ms));
+        }
+    }
+
+    /// Puts serialized message bytes in the queue (local sessions are called back by the
+    /// caller instead), applying the overflow policy. With the ack extension, sent messages
+    /// not yet acknowledged count toward the bound and, being older than anything queued, are
+    /// the first dropped.
     pub(crate) fn offer(&self, bytes: &Bytes) -> Offer {
         let mut st = self.state.lock();
-        if st.closed {
+        if st.closed.is_some() {
             return Offer::Closed;
         }
         let unacked = st.ack.as_ref().map_or(0, |a| a.unacked.len());
         let mut result = Offer::Queued;
         if st.queue.len() + unacked >= self.max_queue {
-            match self.overflow {
-                OverflowPolicy::DropOldest if !st.queue.is_empty() => {
-                    st.queue.pop_front();
-                    st.dropped += 1;
-                    result = Offer::DroppedOldest;
-                }
-                _ => {
-                    st.dropped += 1;
-                    return Offer::Refused;
-                }
+            if self.overflow == OverflowPolicy::Disconnect {
+                st.dropped += 1;
+                return Offer::Refused;
             }
+            let dropped_unacked = st
+                .ack
+                .as_mut()
+                .is_some_and(|a| a.unacked.pop_front().is_some());
+            if !dropped_unacked {
+                st.queue.pop_front();
+            }
+            st.dropped += 1;
+            result = Offer::DroppedOldest {
+                unacked: dropped_unacked,
+            };
         }
         st.queue.push_back(bytes.clone());
-        if let Some(w) = st.waker.take() {
-            drop(st);
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
             w.wake();
         }
         result
@@ -394,7 +610,7 @@ impl Session {
     /// WebSocket writer.
     pub fn poll_messages(&self, cx: &mut Context<'_>) -> Poll<Wake> {
         let mut st = self.state.lock();
-        if st.closed {
+        if st.closed.is_some() {
             return Poll::Ready(Wake::Closed);
         }
         if !st.queue.is_empty() {
@@ -404,13 +620,13 @@ impl Session {
         Poll::Pending
     }
 
-    /// Polls a held connect of generation `gen`.
+    /// Polls a held connect of generation `generation`.
     pub(crate) fn poll_hold(&self, cx: &mut Context<'_>, generation: u64) -> Poll<Wake> {
         let mut st = self.state.lock();
         if st.hold_gen != generation {
             return Poll::Ready(Wake::Superseded);
         }
-        if st.closed {
+        if st.closed.is_some() {
             return Poll::Ready(Wake::Closed);
         }
         let has_ack_backlog = st.ack.as_ref().is_some_and(|a| !a.unacked.is_empty());
@@ -446,34 +662,174 @@ impl Session {
         self.state.lock().ack.as_ref().map(|a| a.batch)
     }
 
-    /// Takes the messages for a `/meta/connect` reply. With the ack extension, the unacknowledged
-    /// messages are sent again with the new ones, under a new batch number.
-    pub(crate) fn drain_for_connect(st: &mut State) -> Vec<Bytes> {
-        let drained: Vec<Bytes> = st.queue.drain(..).collect();
-        match st.ack.as_mut() {
-            None => drained,
-            Some(ack) => {
-                if drained.is_empty() && ack.unacked.is_empty() {
-                    return Vec::new();
-                }
-                ack.unacked.extend(drained);
-                ack.batch += 1;
-                ack.unacked.clone()
+    /// Starts a `/meta/connect` at `now`, in one locked step: fails on a closed session;
+    /// supersedes (wakes) any held connect; holds this one when `want_hold`, it is not the
+    /// first connect and nothing is waiting, taking a browser slot from `slots` when given;
+    /// otherwise answers now with the waiting messages and restarts the expiry clock.
+    pub(crate) fn begin_connect(
+        &self,
+        now: Instant,
+        want_hold: bool,
+        slots: Option<&Arc<BrowserSlots>>,
+        timing: &Timing,
+    ) -> Result<ConnectStart, AttachError> {
+        let mut st = self.state.lock();
+        if st.closed.is_some() {
+            return Err(AttachError::Closed);
+        }
+        let first = !std::mem::replace(&mut st.connected, true);
+        // (Judged from the locked state: `connect_only` would lock it again.)
+        let connect_only = self.transport.is_polling() || st.ack.is_some();
+        let pending = !st.queue.is_empty() && connect_only
+            || st.ack.as_ref().is_some_and(|a| !a.unacked.is_empty());
+        let hold = want_hold && !first && !pending;
+        let mut multiple = false;
+        if hold
+            && let Some(slots) = slots
+            && let Some(browser) = &self.browser
+            && st.browser_slot.is_none()
+        {
+            // A session replacing its own held connect keeps that connect's slot.
+            match slots.take(browser) {
+                Some(slot) => st.browser_slot = Some(slot),
+                None => multiple = true,
             }
+        }
+        // A newer connect supersedes the held one, whatever this one does.
+        st.hold_gen += 1;
+        let waker = st.waker.take();
+        let start = if hold && !multiple {
+            st.held = true;
+            ConnectStart::Hold {
+                generation: st.hold_gen,
+            }
+        } else {
+            // Not held: a slot kept from a superseded connect is given back.
+            st.browser_slot = None;
+            st.held = false;
+            st.expires = now + st.grace(timing);
+            ConnectStart::Answer {
+                messages: st.drain_for_connect(),
+                multiple,
+            }
+        };
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(start)
+    }
+
+    /// Ends the held connect of generation `generation` at `at` (its answer, or the moment the
+    /// client went away): when it is still the current one, the session is no longer held, its
+    /// browser slot is given back, its expiry restarts from `at` and, if `drain` and the session
+    /// is open, the waiting messages are taken for the reply.
+    pub(crate) fn end_hold(
+        &self,
+        generation: u64,
+        at: Instant,
+        drain: bool,
+        timing: &Timing,
+    ) -> HoldEnd {
+        let mut st = self.state.lock();
+        let mut messages = Vec::new();
+        if st.hold_gen == generation {
+            st.browser_slot = None;
+            st.held = false;
+            let expires = at + st.grace(timing);
+            if st.expires < expires {
+                st.expires = expires;
+            }
+            if drain && st.closed.is_none() {
+                messages = st.drain_for_connect();
+            }
+        }
+        HoldEnd {
+            closed: st.closed,
+            messages,
         }
     }
 
-    /// Marks the session closed and wakes whoever waits on it.
-    pub(crate) fn close(&self, reason: RemoveReason) {
+    /// Whether the session would expire at `now` (a cheap pre-check for the sweeper; the
+    /// decision itself is [`Session::close`] with `expired_at`).
+    pub(crate) fn is_expired(&self, now: Instant) -> bool {
+        let st = self.state.lock();
+        st.closed.is_none() && !st.held && now > st.expires
+    }
+
+    /// Attaches `patterns` as one step: all of them or none when the session has ended or would
+    /// exceed `max` subscriptions. `added` runs for each new one while the subscriptions are
+    /// locked (so that router and listeners follow the set in the same order as any concurrent
+    /// detach or close).
+    pub(crate) fn attach(
+        &self,
+        patterns: &[ChannelPattern],
+        max: usize,
+        mut added: impl FnMut(&ChannelPattern),
+    ) -> Result<(), AttachError> {
+        let mut subs = self.subscriptions.lock();
+        if self.is_closed() {
+            return Err(AttachError::Closed);
+        }
+        let new: HashSet<&ChannelPattern> =
+            patterns.iter().filter(|p| !subs.contains(*p)).collect();
+        if subs.len() + new.len() > max {
+            return Err(AttachError::TooMany);
+        }
+        for p in patterns {
+            if subs.insert(p.clone()) {
+                added(p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches `pattern`; `removed` runs while the subscriptions are locked, if it was attached.
+    pub(crate) fn detach(&self, pattern: &ChannelPattern, removed: impl FnOnce()) -> bool {
+        let mut subs = self.subscriptions.lock();
+        let was = subs.remove(pattern);
+        if was {
+            removed();
+        }
+        was
+    }
+
+    /// Ends the session as one step: marks it closed (only if it is still open and, when
+    /// `expired_at` is given, only if it has expired by then), drops its queue, wakes whoever
+    /// waits on it, and detaches every subscription, calling `removed` for each while the
+    /// subscriptions are locked. Returns whether this call ended it.
+    pub(crate) fn close(
+        &self,
+        reason: RemoveReason,
+        expired_at: Option<Instant>,
+        mut removed: impl FnMut(&ChannelPattern),
+    ) -> bool {
+        let mut subs = self.subscriptions.lock();
         let waker = {
             let mut st = self.state.lock();
-            st.closed = true;
-            st.closed_reason.get_or_insert(reason);
+            if st.closed.is_some() {
+                return false;
+            }
+            if let Some(now) = expired_at
+                && (st.held || now <= st.expires)
+            {
+                return false;
+            }
+            st.closed = Some(reason);
+            st.queue = VecDeque::new();
+            if let Some(ack) = st.ack.as_mut() {
+                ack.unacked = VecDeque::new();
+            }
             st.waker.take()
         };
         if let Some(w) = waker {
             w.wake();
         }
+        for p in subs.drain() {
+            removed(&p);
+        }
+        *subs = HashSet::new();
+        true
     }
 }
 
@@ -523,6 +879,7 @@ mod tests {
             None,
             max,
             policy,
+            &Timing::of(&crate::EngineConfig::default()),
             Instant::now(),
         )
     }
@@ -554,7 +911,7 @@ mod tests {
         assert_eq!(s.offer(&Bytes::from_static(b"2")), Offer::Queued);
         assert_eq!(s.offer(&Bytes::from_static(b"3")), Offer::Refused);
         assert_eq!(s.queue_len(), 2);
-        s.close(RemoveReason::Disconnected);
+        assert!(s.close(RemoveReason::Disconnected, None, |_| {}));
         assert_eq!(s.offer(&Bytes::from_static(b"4")), Offer::Closed);
     }
 }

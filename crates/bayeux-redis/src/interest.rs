@@ -179,7 +179,11 @@ impl Interest {
             return;
         };
         let mut st = self.state.lock();
-        let entry = st.sessions.entry(key).or_default();
+        // Only sessions announced by `add_session` (and not yet removed) hold interest: a late
+        // event about a session already gone must not bring it back.
+        let Some(entry) = st.sessions.get_mut(&key) else {
+            return;
+        };
         if !entry.patterns.insert(pattern.clone()) {
             return;
         }
@@ -363,6 +367,18 @@ mod tests {
     }
 
     #[test]
+    fn a_late_subscription_event_of_a_removed_session_holds_nothing() {
+        let i = interest();
+        i.add_session(1, Some("u"));
+        i.remove_session(1);
+        // A subscribe that raced the removal reports after it: it must not recreate the entry.
+        i.add_pattern(1, &pat("/a"));
+        i.add_pattern(7, &pat("/b"));
+        assert!(i.is_empty(), "{:?}", i.wanted());
+        assert!(!i.wants_broadcast(&ch("/a")));
+    }
+
+    #[test]
     fn removing_a_session_releases_everything_it_held() {
         let i = interest();
         i.add_session(1, Some("agent1"));
@@ -388,6 +404,8 @@ mod tests {
     #[test]
     fn one_glob_serves_both_wildcards_and_our_matcher_decides() {
         let i = interest();
+        i.add_session(1, None);
+        i.add_session(2, None);
         i.add_pattern(1, &pat("/a/*"));
         i.add_pattern(2, &pat("/a/**"));
         assert_eq!(i.wanted(), vec![glob("bayeux:c:/a/*")]);
@@ -404,12 +422,14 @@ mod tests {
     #[test]
     fn meta_and_service_subscriptions_never_cross_nodes() {
         let i = interest();
+        i.add_session(1, None);
         i.add_pattern(1, &pat("/service/echo"));
         i.add_pattern(1, &pat("/meta/**"));
         assert!(i.is_empty());
         i.remove_session(1);
         assert!(i.take_changes().is_empty());
-        i.add_pattern(1, &pat("/**"));
+        i.add_session(2, None);
+        i.add_pattern(2, &pat("/**"));
         assert!(!i.wants_broadcast(&ch("/service/x")));
         assert!(i.wants_broadcast(&ch("/x/y")));
     }
@@ -417,6 +437,7 @@ mod tests {
     #[test]
     fn a_change_that_is_undone_before_the_subscriber_looks_is_reported_as_the_final_state() {
         let i = interest();
+        i.add_session(1, None);
         i.add_pattern(1, &pat("/a"));
         i.remove_pattern(1, &pat("/a"));
         assert_eq!(

@@ -283,7 +283,8 @@ struct ModelSession {
     connected: bool,
     generation: u64,
     held: bool,
-    last_seen: u64,
+    /// When the session expires unless heard from (never while `held`), ms on the fake clock.
+    expires: u64,
     received: BTreeSet<u64>,
     holds: Vec<(Hold, u64)>,
 }
@@ -416,7 +417,17 @@ impl Runner {
         })
     }
 
-    fn send(&self, websocket: bool, msg: &Value) -> bayeux_core::Outcome {
+    fn send(&mut self, websocket: bool, msg: &Value) -> bayeux_core::Outcome {
+        // Liveness: any message naming a live session extends its life to at least
+        // now + max_interval.
+        let least = self.now + self.config.max_interval_ms;
+        if let Some(s) = self
+            .sessions
+            .iter_mut()
+            .find(|s| s.alive && msg["clientId"] == s.id.as_str())
+        {
+            s.expires = s.expires.max(least);
+        }
         let text = msg.to_string();
         let batch =
             decode_batch(text.as_bytes(), &self.config.limits).expect("our requests decode");
@@ -620,7 +631,9 @@ impl Runner {
                 let current = generation == s.generation;
                 if current {
                     s.held = false;
-                    s.last_seen = s.last_seen.max(self.now);
+                    let grace =
+                        s.interval.unwrap_or(self.config.interval_ms) + self.config.max_interval_ms;
+                    s.expires = s.expires.max(self.now + grace);
                 }
                 if s.disconnected {
                     // The client asked to disconnect: its pending connect succeeds and says stop.
@@ -652,7 +665,9 @@ impl Runner {
                 if generation == s.generation {
                     s.held = false;
                     let d = deadline.duration_since(self.base).as_millis() as u64;
-                    s.last_seen = s.last_seen.max(d);
+                    let grace =
+                        s.interval.unwrap_or(self.config.interval_ms) + self.config.max_interval_ms;
+                    s.expires = s.expires.max(d + grace);
                 }
             }
             Op::Disconnect { s } => {
@@ -703,13 +718,10 @@ impl Runner {
             Op::Advance { steps } => self.now += *steps as u64 * 8,
             Op::Sweep => {
                 let now = self.now;
-                let grace_default = self.config.interval_ms;
-                let max_interval = self.config.max_interval_ms;
                 let expired: Vec<usize> = (0..self.sessions.len())
                     .filter(|&i| {
                         let s = &self.sessions[i];
-                        let grace = s.interval.unwrap_or(grace_default) + max_interval;
-                        s.alive && !s.held && now.saturating_sub(s.last_seen) > grace
+                        s.alive && !s.held && now > s.expires
                     })
                     .collect();
                 let n = self.engine.sweep(self.instant());
@@ -762,7 +774,7 @@ impl Runner {
             connected: false,
             generation: 0,
             held: false,
-            last_seen: self.now,
+            expires: self.now + self.config.interval_ms + self.config.max_interval_ms,
             received: BTreeSet::new(),
             holds: Vec::new(),
         });
@@ -804,6 +816,8 @@ impl Runner {
         }
         let now = self.now;
         let default_timeout = self.config.timeout_ms;
+        let default_interval = self.config.interval_ms;
+        let max_interval = self.config.max_interval_ms;
         let s = &mut self.sessions[i];
         let timeout = s.timeout.unwrap_or(default_timeout);
         let first = !s.connected;
@@ -829,7 +843,7 @@ impl Runner {
                 "the engine held a connect it should answer"
             );
             s.held = false;
-            s.last_seen = now;
+            s.expires = now + s.interval.unwrap_or(default_interval) + max_interval;
             let reply = replies.pop().expect("connect reply");
             assert_eq!(reply["channel"], "/meta/connect");
             assert_eq!(reply["successful"], true, "{reply}");
@@ -866,10 +880,13 @@ impl Runner {
             Err(_) => Some("403::subscription_invalid"),
             Ok(patterns) if subscribe => {
                 let s = &self.sessions[i];
+                // Distinct new names; /service/** ones are never recorded, so never counted.
                 let new = patterns
                     .iter()
-                    .filter(|p| !s.subs.contains(p.as_str()))
-                    .count();
+                    .filter(|p| p.kind() != ChannelKind::Service && !s.subs.contains(p.as_str()))
+                    .map(|p| p.as_str())
+                    .collect::<BTreeSet<_>>()
+                    .len();
                 if patterns.iter().any(|p| p.kind() == ChannelKind::Meta) {
                     Some("403:denied_by_security_policy:subscribe_denied")
                 } else if s.subs.len() + new > self.config.max_subscriptions {

@@ -287,6 +287,9 @@ fn batch(engine: &Engine, ctx: &RequestContext, msg: Value, now: Instant) -> bay
     engine.handle_batch(ctx, messages, now)
 }
 
+/// The sessions the stress threads share: client id and session.
+type Pool = Vec<(String, Arc<Session>)>;
+
 const PATTERNS: [&str; 5] = ["/a", "/a/*", "/a/**", "/b", "/**"];
 
 /// Many threads subscribe, unsubscribe, publish, connect (holding and dropping connects),
@@ -313,7 +316,7 @@ fn stress_once(seed: u64) {
     });
     let checker = Checker::new();
     engine.add_listener(checker.clone());
-    let pool: Arc<Mutex<Vec<(String, Arc<Session>)>>> = Arc::default();
+    let pool: Arc<Mutex<Pool>> = Arc::default();
     let start = Instant::now();
     let threads: Vec<_> = (0..THREADS)
         .map(|n| {

@@ -1,14 +1,17 @@
-//! The abuse suite: the real server app in-process on `127.0.0.1:0`, a well-behaved control
-//! client (long-polling, raw JSON) subscribed and receiving a message every 10 ms throughout,
-//! and an attacker doing one kind of damage per test. Each test checks that the attacker gets a
-//! clear refusal (an HTTP status and Bayeux error, or a WebSocket close code), that the server
-//! keeps running (`/healthz`), that the control client lost and duplicated nothing, and that the
+//! The abuse suite: the real server app in-process on `127.0.0.1:0`, well-behaved clients
+//! running throughout, and an attacker doing one kind of damage per test. The well-behaved
+//! clients are a long-polling and a WebSocket subscriber on `/control/**`, a server-side
+//! publisher feeding them every 10 ms, and a backend publishing over HTTP every 20 ms that never
+//! sends `/meta/connect` (its session must live on what it publishes). Each test checks that the
+//! attacker gets a clear refusal (an HTTP status and Bayeux error, or a WebSocket close code),
+//! that the server keeps running (`/healthz`), that the HTTP publisher never failed and both
+//! subscribers got every message of both publishers exactly once, in order, and that the
 //! server's resident memory stays under [`RSS_BOUND_MIB`] (the server is this process, so
 //! `/proc/self/status` is its memory).
 //!
 //! Server settings for all tests (see [`config`]): 1 MiB bodies, 64 KiB WebSocket messages,
-//! 1000 messages per batch, depth 64, connects held 1 s, sessions expire 500 ms after their last
-//! connect (swept about every second), 300 ms to send request headers, queues of 1024
+//! 1000 messages per batch, depth 64, connects held 1 s, sessions expire 500 ms after their
+//! client was last heard from (swept about every second), 300 ms to send request headers, queues of 1024
 //! messages, 1000 subscriptions per session.
 //!
 //! The tests run one at a time (memory and timing are measured per test). Counts are the full
@@ -21,7 +24,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bayeux_server::ServerConfig;
-use common::{Control, Http, Publisher, Server, Ws, handshake, rss_mib, step, ws_connect, ws_over};
+use common::{
+    CONTROL_CHANNEL, Control, HTTP_PUBLISH_CHANNEL, Http, HttpPublisher, Publisher, Server, Ws,
+    WsControl, handshake, rss_mib, step, ws_connect, ws_over,
+};
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -68,11 +74,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A server with the control client and its publisher running.
+/// A server with the control clients and their publishers running.
 struct Abuse {
     server: Server,
     control: Control,
+    ws_control: WsControl,
     publisher: Publisher,
+    http_publisher: HttpPublisher,
     rss_before: u64,
     peak_rss: u64,
     started: Instant,
@@ -87,11 +95,15 @@ impl Abuse {
         let rss_before = rss_mib();
         let server = Server::start(config).await;
         let control = Control::start(server.addr).await;
+        let ws_control = WsControl::start(server.addr).await;
         let publisher = Publisher::start(server.engine().clone());
+        let http_publisher = HttpPublisher::start(server.addr).await;
         Abuse {
             server,
             control,
+            ws_control,
             publisher,
+            http_publisher,
             rss_before,
             peak_rss: rss_mib(),
             started: Instant::now(),
@@ -107,18 +119,24 @@ impl Abuse {
         );
     }
 
-    /// Ends the test: the server is healthy, the control client got every message, memory
-    /// stayed bounded.
+    /// Ends the test: the server is healthy, the HTTP publisher never lost its session, both
+    /// control clients got every message of both publishers, memory stayed bounded.
     async fn finish(mut self, what: &str) {
         self.sample_rss();
-        // The control client keeps receiving after the attack, too.
+        // The control clients keep receiving after the attack, too.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(self.server.healthy().await, "{what}: server not healthy");
         let published = self.publisher.stop().await;
-        self.control.finish(published).await;
+        let http_published = self.http_publisher.stop().await;
+        let expected = [
+            (CONTROL_CHANNEL, published),
+            (HTTP_PUBLISH_CHANNEL, http_published),
+        ];
+        self.control.finish(&expected).await;
+        self.ws_control.finish(&expected).await;
         eprintln!(
-            "{what}: ok in {:?}; control client received all {published} messages; RSS {} MiB \
-             before, peak {} MiB",
+            "{what}: ok in {:?}; both control clients received all {published} + \
+             {http_published} messages; RSS {} MiB before, peak {} MiB",
             self.started.elapsed(),
             self.rss_before,
             self.peak_rss

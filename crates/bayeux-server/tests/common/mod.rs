@@ -216,15 +216,86 @@ pub async fn handshake(http: &mut Http) -> (String, Option<String>) {
     )
 }
 
-/// The channel the control client subscribes to and the publisher feeds.
+/// The channel the server-side [`Publisher`] feeds.
 pub const CONTROL_CHANNEL: &str = "/control/feed";
+/// The channel the [`HttpPublisher`] (a client that never connects) publishes on.
+pub const HTTP_PUBLISH_CHANNEL: &str = "/control/http";
+
+/// What a control client received: the `n` of every message, by channel, in arrival order, and
+/// anything that went wrong.
+#[derive(Default)]
+struct Received {
+    by_channel: std::collections::HashMap<String, Vec<u64>>,
+    errors: Vec<String>,
+}
+
+impl Received {
+    /// Records one message of a reply or delivery batch: connect replies must succeed, other
+    /// meta replies are ignored, deliveries are counted.
+    fn record(&mut self, m: &Value) {
+        let channel = m["channel"].as_str().unwrap_or_default();
+        if channel == "/meta/connect" {
+            if m["successful"] != true {
+                self.errors.push(format!("connect failed: {m}"));
+            }
+        } else if channel.starts_with("/meta/") {
+            if m["successful"] != true {
+                self.errors.push(format!("meta failed: {m}"));
+            }
+        } else if let Some(n) = m["data"]["n"].as_u64() {
+            self.by_channel
+                .entry(channel.to_owned())
+                .or_default()
+                .push(n);
+        } else {
+            self.errors.push(format!("unexpected: {m}"));
+        }
+    }
+
+    fn count(&self, channel: &str) -> u64 {
+        self.by_channel.get(channel).map_or(0, |v| v.len() as u64)
+    }
+}
+
+/// Checks that `who` received messages `1..=n` of each expected channel exactly once, in order,
+/// and had no error.
+fn check_received(who: &str, received: &Mutex<Received>, expected: &[(&str, u64)]) {
+    let r = received.lock().unwrap();
+    assert!(r.errors.is_empty(), "{who} errors: {:?}", r.errors);
+    for (channel, published) in expected {
+        let got = r.by_channel.get(*channel).cloned().unwrap_or_default();
+        let want: Vec<u64> = (1..=*published).collect();
+        if got != want {
+            let missing: Vec<u64> = want.iter().filter(|n| !got.contains(n)).copied().collect();
+            panic!(
+                "{who} lost or duplicated messages on {channel}: got {} of {published}, \
+                 missing {:?}",
+                got.len(),
+                &missing[..missing.len().min(20)]
+            );
+        }
+    }
+}
+
+/// Waits (bounded) until `received` holds at least the expected count on every channel.
+async fn wait_received(received: &Mutex<Received>, expected: &[(&str, u64)]) {
+    for _ in 0..200 {
+        let done = {
+            let r = received.lock().unwrap();
+            expected.iter().all(|(c, n)| r.count(c) >= *n)
+        };
+        if done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// A well-behaved long-polling client: handshakes, subscribes to `/control/**` and keeps
-/// connecting, recording the `n` of every message it receives.
+/// connecting, recording every message it receives.
 pub struct Control {
     pub client_id: String,
-    received: Arc<Mutex<Vec<u64>>>,
-    errors: Arc<Mutex<Vec<String>>>,
+    received: Arc<Mutex<Received>>,
     stop: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -246,12 +317,10 @@ impl Control {
         )
         .await;
         assert_eq!(r.json()[0]["successful"], true, "{}", r.json());
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let errors = Arc::new(Mutex::new(Vec::new()));
+        let received = Arc::new(Mutex::new(Received::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let task = {
-            let (received, errors, stop, id) =
-                (received.clone(), errors.clone(), stop.clone(), id.clone());
+            let (received, stop, id) = (received.clone(), stop.clone(), id.clone());
             tokio::spawn(async move {
                 let mut n = 10u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -266,28 +335,26 @@ impl Control {
                     let r = match tokio::time::timeout(STEP, sent).await {
                         Ok(Ok(r)) => r,
                         Ok(Err(e)) => {
-                            errors.lock().unwrap().push(format!("connect failed: {e}"));
+                            received
+                                .lock()
+                                .unwrap()
+                                .errors
+                                .push(format!("connect failed: {e}"));
                             break;
                         }
                         Err(_) => {
-                            errors.lock().unwrap().push("connect timed out".into());
+                            received
+                                .lock()
+                                .unwrap()
+                                .errors
+                                .push("connect timed out".into());
                             break;
                         }
                     };
                     let v = r.json();
+                    let mut rec = received.lock().unwrap();
                     for m in v.as_array().expect("array") {
-                        if m["channel"] == "/meta/connect" {
-                            if m["successful"] != true {
-                                errors.lock().unwrap().push(format!("connect failed: {m}"));
-                            }
-                        } else if m["channel"] == CONTROL_CHANNEL {
-                            received
-                                .lock()
-                                .unwrap()
-                                .push(m["data"]["n"].as_u64().expect("n"));
-                        } else {
-                            errors.lock().unwrap().push(format!("unexpected: {m}"));
-                        }
+                        rec.record(m);
                     }
                 }
             })
@@ -295,38 +362,146 @@ impl Control {
         Control {
             client_id: id,
             received,
-            errors,
             stop,
             task,
         }
     }
 
-    /// Waits (bounded) until messages `1..=published` arrived, stops, and checks that each
+    /// Waits (bounded) until every expected message arrived, stops, and checks that each
     /// arrived exactly once, in order, and that no connect failed.
-    pub async fn finish(self, published: u64) {
-        for _ in 0..200 {
-            if self.received.lock().unwrap().len() as u64 >= published {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    pub async fn finish(self, expected: &[(&str, u64)]) {
+        wait_received(&self.received, expected).await;
         self.stop.store(true, Ordering::Relaxed);
         // The loop ends after its current connect (held at most the server's timeout).
         step("control loop end", self.task)
             .await
             .expect("control task");
-        let errors = self.errors.lock().unwrap().clone();
-        assert!(errors.is_empty(), "control client errors: {errors:?}");
-        let got = self.received.lock().unwrap().clone();
-        let want: Vec<u64> = (1..=published).collect();
-        if got != want {
-            let missing: Vec<u64> = want.iter().filter(|n| !got.contains(n)).copied().collect();
-            panic!(
-                "control client lost or duplicated messages: got {} of {published}, missing {:?}",
-                got.len(),
-                &missing[..missing.len().min(20)]
-            );
+        check_received("long-polling control client", &self.received, expected);
+    }
+}
+
+/// A well-behaved WebSocket client: handshakes, subscribes to `/control/**` and keeps a connect
+/// held, recording every message it receives.
+pub struct WsControl {
+    received: Arc<Mutex<Received>>,
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl WsControl {
+    /// Starts the client against `addr`.
+    pub async fn start(addr: SocketAddr) -> WsControl {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let mut ws = ws_connect(addr).await;
+        let hs = json!([{"channel": "/meta/handshake", "version": "1.0", "id": "1",
+            "supportedConnectionTypes": ["websocket"]}]);
+        step(
+            "ws control handshake",
+            ws.send(Message::text(hs.to_string())),
+        )
+        .await
+        .expect("send");
+        let reply = loop {
+            match step("ws control handshake reply", ws.next()).await {
+                Some(Ok(Message::Text(t))) => break serde_json::from_str::<Value>(&t).unwrap(),
+                Some(Ok(_)) => continue,
+                other => panic!("ws control handshake: {other:?}"),
+            }
+        };
+        assert_eq!(reply[0]["successful"], true, "{reply}");
+        let id = reply[0]["clientId"].as_str().expect("clientId").to_owned();
+        let sub = json!([{"channel": "/meta/subscribe", "clientId": id, "id": "2",
+            "subscription": "/control/**"},
+            {"channel": "/meta/connect", "clientId": id, "id": "3",
+            "connectionType": "websocket", "advice": {"timeout": 0}}]);
+        step(
+            "ws control subscribe",
+            ws.send(Message::text(sub.to_string())),
+        )
+        .await
+        .expect("send");
+        // The subscription is in place before this returns (and the publishers start): its reply
+        // and the first connect's come in one frame.
+        let reply = loop {
+            match step("ws control subscribe reply", ws.next()).await {
+                Some(Ok(Message::Text(t))) => break serde_json::from_str::<Value>(&t).unwrap(),
+                Some(Ok(_)) => continue,
+                other => panic!("ws control subscribe: {other:?}"),
+            }
+        };
+        assert_eq!(reply[0]["successful"], true, "{reply}");
+        assert_eq!(reply[1]["channel"], "/meta/connect", "{reply}");
+        let received = Arc::new(Mutex::new(Received::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (received, stop) = (received.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 10u64;
+                let mut pending = Some(reply.to_string());
+                while !stop.load(Ordering::Relaxed) {
+                    let next = match pending.take() {
+                        Some(t) => Ok(Some(Ok(Message::text(t)))),
+                        None => tokio::time::timeout(STEP, ws.next()).await,
+                    };
+                    let frame = match next {
+                        Ok(Some(Ok(Message::Text(t)))) => t,
+                        Ok(Some(Ok(_))) => continue,
+                        Ok(other) => {
+                            received
+                                .lock()
+                                .unwrap()
+                                .errors
+                                .push(format!("socket: {other:?}"));
+                            break;
+                        }
+                        Err(_) => {
+                            received
+                                .lock()
+                                .unwrap()
+                                .errors
+                                .push("read timed out".into());
+                            break;
+                        }
+                    };
+                    let v: Value = serde_json::from_str(&frame).expect("JSON frame");
+                    let mut connect_answered = false;
+                    {
+                        let mut rec = received.lock().unwrap();
+                        for m in v.as_array().expect("array") {
+                            connect_answered |= m["channel"] == "/meta/connect";
+                            rec.record(m);
+                        }
+                    }
+                    if connect_answered {
+                        n += 1;
+                        let connect = json!([{"channel": "/meta/connect", "clientId": id,
+                            "id": n.to_string(), "connectionType": "websocket"}]);
+                        if ws.send(Message::text(connect.to_string())).await.is_err() {
+                            received.lock().unwrap().errors.push("send failed".into());
+                            break;
+                        }
+                    }
+                }
+                let _ = ws.close(None).await;
+            })
+        };
+        WsControl {
+            received,
+            stop,
+            task,
         }
+    }
+
+    /// As [`Control::finish`].
+    pub async fn finish(self, expected: &[(&str, u64)]) {
+        wait_received(&self.received, expected).await;
+        self.stop.store(true, Ordering::Relaxed);
+        // The loop ends at its next frame: a delivery, or the held connect's answer.
+        step("ws control loop end", self.task)
+            .await
+            .expect("ws control task");
+        check_received("WebSocket control client", &self.received, expected);
     }
 }
 
@@ -364,6 +539,73 @@ impl Publisher {
         self.stop.store(true, Ordering::Relaxed);
         let (n, unheard) = step("publisher end", self.task).await.expect("publisher");
         assert_eq!(unheard, 0, "publishes that reached no subscriber");
+        n
+    }
+}
+
+/// A backend that publishes over HTTP and never sends `/meta/connect` (a service posting
+/// notifications): handshakes, then publishes `{"n": 1, 2, ...}` on [`HTTP_PUBLISH_CHANNEL`]
+/// every 20 ms. Its session must live as long as it publishes.
+pub struct HttpPublisher {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<(u64, Vec<String>)>,
+}
+
+impl HttpPublisher {
+    /// Starts publishing to `addr`.
+    pub async fn start(addr: SocketAddr) -> HttpPublisher {
+        let mut http = step("http publisher connect", Http::connect(addr))
+            .await
+            .expect("http publisher connection");
+        let (id, cookie) = step("http publisher handshake", handshake(&mut http)).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut n, mut errors) = (0u64, Vec::new());
+            while !s.load(Ordering::Relaxed) {
+                n += 1;
+                let msg = json!([{"channel": HTTP_PUBLISH_CHANNEL, "clientId": id,
+                    "id": n.to_string(), "data": {"n": n}}]);
+                let mut headers = vec![("content-type", "application/json")];
+                if let Some(c) = &cookie {
+                    headers.push(("cookie", c));
+                }
+                let sent = http.request(Method::POST, "/cometd", &headers, msg.to_string());
+                match tokio::time::timeout(STEP, sent).await {
+                    Ok(Ok(r)) if r.status == StatusCode::OK => {
+                        let v = r.json();
+                        if v[0]["successful"] != true {
+                            errors.push(format!("publish {n}: {v}"));
+                            break;
+                        }
+                    }
+                    Ok(Ok(r)) => {
+                        errors.push(format!("publish {n}: HTTP {}", r.status));
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        errors.push(format!("publish {n}: {e}"));
+                        break;
+                    }
+                    Err(_) => {
+                        errors.push(format!("publish {n} timed out"));
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (n, errors)
+        });
+        HttpPublisher { stop, task }
+    }
+
+    /// Stops; returns how many messages were published, every one of them successfully.
+    pub async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let (n, errors) = step("http publisher end", self.task)
+            .await
+            .expect("http publisher");
+        assert!(errors.is_empty(), "the HTTP publisher failed: {errors:?}");
         n
     }
 }

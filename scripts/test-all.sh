@@ -13,9 +13,12 @@ bash scripts/cluster-deps.sh
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p bayeux-core --features model-check --all-targets -- -D warnings
 
 step "unit, integration, property and abuse tests"
 cargo test --workspace
+# The session state machine under shuttle's schedulers (a test-only feature of the core).
+cargo test -p bayeux-core --features model-check --lib model_check
 # The in-process example asserts what it prints: run it so it cannot rot.
 cargo run -q -p bayeux-core --example in_process > /dev/null
 

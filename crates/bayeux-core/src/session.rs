@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
+#[cfg(not(feature = "model-check"))]
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
@@ -832,6 +833,25 @@ impl Session {
         true
     }
 }
+
+/// The session's lock under the model check: shuttle's mutex, so that its scheduler controls
+/// (and explores) every interleaving of the session's locked steps.
+#[cfg(feature = "model-check")]
+struct Mutex<T>(shuttle::sync::Mutex<T>);
+
+#[cfg(feature = "model-check")]
+impl<T> Mutex<T> {
+    fn new(value: T) -> Mutex<T> {
+        Mutex(shuttle::sync::Mutex::new(value))
+    }
+
+    fn lock(&self) -> shuttle::sync::MutexGuard<'_, T> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(all(test, feature = "model-check"))]
+mod model_check;
 
 fn replace_waker(slot: &mut Option<Waker>, cx: &mut Context<'_>) {
     match slot {

@@ -1,0 +1,217 @@
+//! Model check of the session state machine with shuttle: each test runs a few threads over one
+//! session many times, under shuttle's random and PCT schedulers, and checks an invariant that
+//! holds only if every transition is one locked step. Run with
+//! `cargo test -p bayeux-core --features model-check --lib model_check`.
+//!
+//! The router and the listeners are modelled by a set behind a shuttle mutex, updated from the
+//! same callbacks the engine passes ([`Session::attach`], [`Session::detach`],
+//! [`Session::close`]).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shuttle::sync::Mutex as ModelMutex;
+use shuttle::thread;
+
+use super::*;
+
+const ITERATIONS: usize = 3_000;
+
+fn timing() -> Timing {
+    Timing {
+        timeout_ms: 1_000,
+        interval_ms: 0,
+        max_interval_ms: 100,
+        max_client_timeout_ms: 10_000,
+    }
+}
+
+fn session(transport: TransportKind, now: Instant) -> Arc<Session> {
+    Arc::new(Session::new(
+        None,
+        None,
+        transport,
+        None,
+        4,
+        OverflowPolicy::DropOldest,
+        &timing(),
+        now,
+    ))
+}
+
+fn p(s: &str) -> ChannelPattern {
+    ChannelPattern::parse(s).unwrap()
+}
+
+/// Runs `f` under both schedulers.
+fn explore(f: impl Fn() + Send + Sync + 'static) {
+    let f = Arc::new(f);
+    let g = f.clone();
+    shuttle::check_random(move || g(), ITERATIONS);
+    shuttle::check_pct(move || f(), ITERATIONS, 3);
+}
+
+type Routed = Arc<ModelMutex<BTreeSet<String>>>;
+
+fn route(routed: &Routed, p: &ChannelPattern) {
+    assert!(
+        routed.lock().unwrap().insert(p.to_string()),
+        "routed twice: {p}"
+    );
+}
+
+fn unroute(routed: &Routed, p: &ChannelPattern) {
+    assert!(
+        routed.lock().unwrap().remove(p.as_str()),
+        "unrouted twice: {p}"
+    );
+}
+
+/// Subscribes, unsubscribes and a disconnect race: afterwards the model router holds exactly
+/// the session's subscriptions, and nothing at all once it is closed.
+#[test]
+fn subscriptions_racing_a_close_leave_nothing_routed() {
+    explore(|| {
+        let s = session(TransportKind::LongPolling, Instant::now());
+        let routed: Routed = Arc::default();
+        let subscriber = {
+            let (s, routed) = (s.clone(), routed.clone());
+            thread::spawn(move || {
+                let _ = s.attach(&[p("/a"), p("/b/*")], 8, |x| route(&routed, x));
+                let _ = s.attach(&[p("/c")], 8, |x| route(&routed, x));
+            })
+        };
+        let unsubscriber = {
+            let (s, routed) = (s.clone(), routed.clone());
+            thread::spawn(move || {
+                s.detach(&p("/a"), || unroute(&routed, &p("/a")));
+            })
+        };
+        let closed = s.close(RemoveReason::Disconnected, None, |x| unroute(&routed, x));
+        subscriber.join().unwrap();
+        unsubscriber.join().unwrap();
+        assert!(closed);
+        assert!(
+            routed.lock().unwrap().is_empty(),
+            "a closed session is still routed"
+        );
+        assert!(s.subscriptions().is_empty());
+        assert_eq!(
+            s.attach(&[p("/d")], 8, |_| panic!("attached after close")),
+            Err(AttachError::Closed)
+        );
+    });
+}
+
+/// A subscribe and an unsubscribe of the same channel race on a live session: the router
+/// agrees with the session whichever wins.
+#[test]
+fn subscribe_and_unsubscribe_of_one_channel_keep_router_and_session_in_step() {
+    explore(|| {
+        let s = session(TransportKind::WebSocket, Instant::now());
+        let routed: Routed = Arc::default();
+        let a = {
+            let (s, routed) = (s.clone(), routed.clone());
+            thread::spawn(move || {
+                let _ = s.attach(&[p("/a")], 8, |x| route(&routed, x));
+            })
+        };
+        let b = {
+            let (s, routed) = (s.clone(), routed.clone());
+            thread::spawn(move || {
+                s.detach(&p("/a"), || unroute(&routed, &p("/a")));
+                let _ = s.attach(&[p("/a")], 8, |x| route(&routed, x));
+            })
+        };
+        s.detach(&p("/a"), || unroute(&routed, &p("/a")));
+        a.join().unwrap();
+        b.join().unwrap();
+        let subs: BTreeSet<String> = s.subscriptions().iter().map(|x| x.to_string()).collect();
+        assert_eq!(*routed.lock().unwrap(), subs);
+    });
+}
+
+/// The sweeper's expiry and a late connect race: exactly one wins. Either the connect sees the
+/// session closed (and the client gets `402`), or the sweeper sees the renewed expiry and keeps
+/// the session; never a successful connect whose session is then removed.
+#[test]
+fn expiry_and_a_late_connect_never_both_succeed() {
+    explore(|| {
+        let t0 = Instant::now();
+        let s = session(TransportKind::LongPolling, t0);
+        let late = t0 + Duration::from_millis(150);
+        let connect = {
+            let s = s.clone();
+            thread::spawn(move || s.begin_connect(late, false, None, &timing()).is_ok())
+        };
+        let expired = s.close(RemoveReason::Expired, Some(late), |_| {});
+        let connected = connect.join().unwrap();
+        assert!(
+            connected != expired,
+            "connected {connected}, expired {expired}"
+        );
+        assert_eq!(s.is_closed(), expired);
+    });
+}
+
+/// A held connect keeps its session from expiring for as long as it is held; when the hold
+/// ends the expiry clock restarts from its end.
+#[test]
+fn a_held_connect_is_never_expired() {
+    explore(|| {
+        let t0 = Instant::now();
+        let s = session(TransportKind::LongPolling, t0);
+        assert!(matches!(
+            s.begin_connect(t0, true, None, &timing()),
+            Ok(ConnectStart::Answer { .. })
+        ));
+        let Ok(ConnectStart::Hold { generation }) = s.begin_connect(t0, true, None, &timing())
+        else {
+            panic!("the second connect is held");
+        };
+        let far = t0 + Duration::from_secs(3600);
+        let sweeper = {
+            let s = s.clone();
+            thread::spawn(move || s.close(RemoveReason::Expired, Some(far), |_| {}))
+        };
+        let end = s.end_hold(generation, far, true, &timing());
+        let expired = sweeper.join().unwrap();
+        // The sweeper either ran while the connect was held (and kept the session), or after
+        // it ended at `far` (the session then lives until `far + max_interval`).
+        assert!(!expired);
+        assert!(end.closed.is_none());
+        assert!(!s.is_closed());
+    });
+}
+
+/// Messages offered while a connect is answered are either in that answer or still queued:
+/// none is lost, none is delivered twice.
+#[test]
+fn offers_racing_a_connect_answer_are_neither_lost_nor_doubled() {
+    explore(|| {
+        let t0 = Instant::now();
+        let s = session(TransportKind::LongPolling, t0);
+        let publisher = {
+            let s = s.clone();
+            thread::spawn(move || {
+                for i in 0..3u8 {
+                    assert_eq!(s.offer(&Bytes::from(vec![i])), Offer::Queued);
+                }
+            })
+        };
+        let mut got: Vec<u8> = Vec::new();
+        if let Ok(ConnectStart::Answer { messages, .. }) =
+            s.begin_connect(t0, false, None, &timing())
+        {
+            got.extend(messages.iter().map(|b| b[0]));
+        }
+        publisher.join().unwrap();
+        if let Ok(ConnectStart::Answer { messages, .. }) =
+            s.begin_connect(t0, false, None, &timing())
+        {
+            got.extend(messages.iter().map(|b| b[0]));
+        }
+        assert_eq!(got, [0, 1, 2]);
+    });
+}

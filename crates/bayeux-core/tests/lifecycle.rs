@@ -317,7 +317,6 @@ fn stress_once(seed: u64) {
     let checker = Checker::new();
     engine.add_listener(checker.clone());
     let pool: Arc<Mutex<Pool>> = Arc::default();
-    let start = Instant::now();
     let threads: Vec<_> = (0..THREADS)
         .map(|n| {
             let engine = engine.clone();
@@ -468,5 +467,4 @@ fn stress_once(seed: u64) {
     assert!(st.live_patterns().is_empty());
     // The far-ahead sweeps did expire sessions while connects raced them.
     assert!(stats.sessions_created.load(Ordering::Relaxed) > 0);
-    let _ = start;
 }

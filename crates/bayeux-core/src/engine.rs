@@ -17,10 +17,10 @@ use crate::codec::{
 };
 use crate::error::{Error, Failure, Reconnect};
 use crate::ext::{Decision, Extension, Listener, RequestContext, SecurityPolicy};
-use crate::router::Router;
+use crate::router::{Backplane, FanOut, Router};
 use crate::session::{
     AttachError, BrowserSlots, ConnectStart, Delivery, LocalCallback, Offer, OverflowPolicy,
-    RemoveReason, Session, SessionId, Timing, TransportKind, Wake,
+    RemoveReason, Session, Timing, TransportKind, Wake,
 };
 
 /// Engine settings. Every field has a default matching CometD's where CometD has one.
@@ -84,15 +84,6 @@ impl Default for EngineConfig {
             limits: Limits::default(),
         }
     }
-}
-
-/// Cross-node fan-out seam: a publish or a per-principal delivery made on this node is offered to
-/// the backplane after local delivery, already serialized.
-pub trait Backplane: Send + Sync {
-    /// A broadcast published on this node.
-    fn publish(&self, channel: &ChannelId, message: &Bytes);
-    /// A delivery to every session of `principal`, made on this node.
-    fn deliver_to_principal(&self, principal: &str, message: &Bytes);
 }
 
 /// Engine counters, for metrics.
@@ -195,7 +186,6 @@ struct Inner {
     extensions: RwLock<Arc<Vec<Arc<dyn Extension>>>>,
     policy: RwLock<Option<Arc<dyn SecurityPolicy>>>,
     listeners: RwLock<Arc<Vec<Arc<dyn Listener>>>>,
-    backplane: RwLock<Option<Arc<dyn Backplane>>>,
     stats: Arc<Stats>,
 }
 
@@ -234,6 +224,21 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The one conversion of a security decision into a failure: `denied` for a refusal,
+/// `unauthenticated` for missing credentials, and a `Forbidden` message as the whole error text.
+fn decide(
+    decision: Decision,
+    denied: fn(String) -> Failure,
+    unauthenticated: fn(String) -> Failure,
+) -> Result<(), Failure> {
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Deny(r) => Err(denied(r)),
+        Decision::Unauthenticated(m) => Err(unauthenticated(m)),
+        Decision::Forbidden(m) => Err(Failure::Forbidden(m)),
+    }
+}
+
 fn valid_id(id: &MessageId) -> bool {
     let s = id.as_str();
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -255,7 +260,6 @@ impl Engine {
                 extensions: RwLock::new(Arc::new(Vec::new())),
                 policy: RwLock::new(None),
                 listeners: RwLock::new(Arc::new(Vec::new())),
-                backplane: RwLock::new(None),
                 stats: Arc::new(Stats::default()),
             }),
         }
@@ -309,7 +313,7 @@ impl Engine {
 
     /// Installs the cross-node backplane.
     pub fn set_backplane(&self, backplane: Arc<dyn Backplane>) {
-        *self.inner.backplane.write() = Some(backplane);
+        self.inner.router.set_backplane(backplane);
     }
 
     fn listeners(&self) -> Arc<Vec<Arc<dyn Listener>>> {
@@ -504,12 +508,11 @@ impl Engine {
             return Err(Failure::TooManySessions);
         }
         if let Some(policy) = self.inner.policy.read().clone() {
-            match policy.can_handshake(ctx, msg) {
-                Decision::Allow => {}
-                Decision::Deny(r) => return Err(Failure::HandshakeDenied(r)),
-                Decision::Unauthenticated(m) => return Err(Failure::Unauthorized(m)),
-                Decision::Forbidden(m) => return Err(Failure::Forbidden(m)),
-            }
+            decide(
+                policy.can_handshake(ctx, msg),
+                Failure::HandshakeDenied,
+                Failure::Unauthorized,
+            )?;
         }
         // Reserve the place first, so concurrent handshakes cannot together pass the limit.
         if self
@@ -706,13 +709,11 @@ impl Engine {
                 return Err(Failure::SubscribeDenied("denied_by_security_policy".into()));
             }
             if let Some(policy) = &policy {
-                match policy.can_subscribe(&session, p, msg) {
-                    Decision::Allow => {}
-                    Decision::Deny(r) | Decision::Unauthenticated(r) => {
-                        return Err(Failure::SubscribeDenied(r));
-                    }
-                    Decision::Forbidden(m) => return Err(Failure::Forbidden(m)),
-                }
+                decide(
+                    policy.can_subscribe(&session, p, msg),
+                    Failure::SubscribeDenied,
+                    Failure::SubscribeDenied,
+                )?;
             }
         }
         // Remote subscriptions to /service/** are accepted but never recorded: service messages
@@ -812,103 +813,49 @@ impl Engine {
         }
         let data = msg.data.as_ref().ok_or(Failure::DataMissing)?;
         if let Some(policy) = self.inner.policy.read().clone() {
-            match policy.can_publish(&session, &channel, msg) {
-                Decision::Allow => {}
-                Decision::Deny(r) | Decision::Unauthenticated(r) => {
-                    return Err(Failure::PublishDenied(r));
-                }
-                Decision::Forbidden(m) => return Err(Failure::Forbidden(m)),
-            }
+            decide(
+                policy.can_publish(&session, &channel, msg),
+                Failure::PublishDenied,
+                Failure::PublishDenied,
+            )?;
         }
-        let ext = msg.ext.as_ref().map(|e| &*e.0);
         let exclude = (!self.inner.config.broadcast_to_publisher).then(|| session.key());
         self.route(
-            &channel,
-            &data.0,
-            ext,
-            Some(session.id()),
-            msg.id.as_ref(),
+            &Delivery {
+                channel: &channel,
+                data: &data.0,
+                ext: msg.ext.as_ref().map(|e| &*e.0),
+                sender: Some(session.id()),
+                id: msg.id.as_ref(),
+            },
             exclude,
         );
         let r = Reply::new(Some(name), msg.id.clone(), true);
         Ok((r, session))
     }
 
-    /// The one fan-out path: local sessions get the message through their callback, remote ones
-    /// get the shared bytes in their queue; broadcast channels then go to the backplane.
-    fn route(
-        &self,
-        channel: &ChannelId,
-        data: &RawValue,
-        ext: Option<&RawValue>,
-        sender: Option<&SessionId>,
-        id: Option<&MessageId>,
-        exclude: Option<u64>,
-    ) -> usize {
-        let kind = channel.kind();
-        let bytes = match kind {
-            ChannelKind::Broadcast => encode_delivery_framed(channel.as_str(), data, ext),
-            _ => Bytes::new(),
-        };
-        let count = self.fan_out(channel, &bytes, kind, data, ext, sender, id, exclude);
-        if kind == ChannelKind::Broadcast {
-            if let Some(bp) = self.inner.backplane.read().clone() {
-                bp.publish(channel, &unframe(&bytes));
-            }
+    /// Publishes through the router (which serializes once, fans out and hands broadcasts to the
+    /// backplane), then applies what the fan-out reported.
+    fn route(&self, delivery: &Delivery<'_>, exclude: Option<u64>) -> usize {
+        let fan_out = self.inner.router.publish(delivery, exclude);
+        let count = self.account(fan_out);
+        if delivery.channel.kind() == ChannelKind::Broadcast {
             for l in self.listeners().iter() {
-                l.published(channel, count);
+                l.published(delivery.channel, count);
             }
         }
         count
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn fan_out(
-        &self,
-        channel: &ChannelId,
-        bytes: &Bytes,
-        kind: ChannelKind,
-        data: &RawValue,
-        ext: Option<&RawValue>,
-        sender: Option<&SessionId>,
-        id: Option<&MessageId>,
-        exclude: Option<u64>,
-    ) -> usize {
-        let mut locals: Vec<Arc<Session>> = Vec::new();
-        let mut overflowed: Vec<(Arc<Session>, Offer)> = Vec::new();
-        let mut count = 0usize;
-        self.inner.router.for_each_subscriber(channel, |s| {
-            if Some(s.key()) == exclude {
-                return;
-            }
-            if s.is_local() {
-                locals.push(s.clone());
-            } else if kind == ChannelKind::Broadcast {
-                let offer = s.offer(bytes);
-                count += usize::from(offer.queued());
-                if matches!(offer, Offer::DroppedOldest { .. } | Offer::Refused) {
-                    overflowed.push((s.clone(), offer));
-                }
-            }
-        });
-        for s in &locals {
-            if let Some(cb) = s.local_callback() {
-                cb(&Delivery {
-                    channel,
-                    data,
-                    ext,
-                    sender,
-                    id,
-                });
-                count += 1;
-            }
-        }
+    /// Counts a fan-out's deliveries and applies the overflow policy to the sessions it
+    /// reported full. Returns the number of recipients.
+    fn account(&self, fan_out: FanOut) -> usize {
         self.inner
             .stats
             .deliveries
-            .fetch_add(count as u64, Ordering::Relaxed);
-        self.handle_overflow(&overflowed);
-        count
+            .fetch_add(fan_out.recipients as u64, Ordering::Relaxed);
+        self.handle_overflow(&fan_out.overflowed);
+        fan_out.recipients
     }
 
     fn handle_overflow(&self, sessions: &[(Arc<Session>, Offer)]) {
@@ -936,7 +883,14 @@ impl Engine {
     /// Publishes `data` (JSON) on a broadcast or service channel from the server. Returns the
     /// number of local recipients.
     pub fn publish(&self, channel: &ChannelId, data: &RawValue) -> usize {
-        self.route(channel, data, None, None, None, None)
+        let delivery = Delivery {
+            channel,
+            data,
+            ext: None,
+            sender: None,
+            id: None,
+        };
+        self.route(&delivery, None)
     }
 
     /// Publishes any serializable value on `channel`.
@@ -965,17 +919,14 @@ impl Engine {
         let Ok(env) = serde_json::from_slice::<Env<'_>>(message) else {
             return 0;
         };
-        let framed = frame(message);
-        self.fan_out(
+        let delivery = Delivery {
             channel,
-            &framed,
-            channel.kind(),
-            env.data,
-            env.ext,
-            None,
-            None,
-            None,
-        )
+            data: env.data,
+            ext: env.ext,
+            sender: None,
+            id: None,
+        };
+        self.account(self.inner.router.fan_out(&delivery, &frame(message), None))
     }
 
     /// Delivers `data` on `channel` to one session, bypassing subscriptions.
@@ -1035,7 +986,7 @@ impl Engine {
     ) -> usize {
         let bytes = encode_delivery_framed(channel.as_str(), data, None);
         let n = self.deliver_to_principal_local(principal, channel, data, &bytes);
-        if let Some(bp) = self.inner.backplane.read().clone() {
+        if let Some(bp) = self.inner.router.backplane() {
             bp.deliver_to_principal(principal, &unframe(&bytes));
         }
         n
@@ -1204,8 +1155,14 @@ impl LocalSession {
     /// `broadcast_to_publisher`).
     pub fn publish(&self, channel: &ChannelId, data: &RawValue) -> usize {
         let exclude = (!self.engine.config().broadcast_to_publisher).then(|| self.session.key());
-        self.engine
-            .route(channel, data, None, Some(self.session.id()), None, exclude)
+        let delivery = Delivery {
+            channel,
+            data,
+            ext: None,
+            sender: Some(self.session.id()),
+            id: None,
+        };
+        self.engine.route(&delivery, exclude)
     }
 
     /// Ends the session.

@@ -39,12 +39,12 @@ pub use codec::{
     Advice, AdviceIn, Limits, Message, MessageId, Raw, Reply, Subscription, decode_batch,
     encode_batch, encode_delivery, encode_delivery_framed, frame, join_array, unframe,
 };
-pub use engine::{Backplane, Engine, EngineConfig, Hold, LocalSession, Outcome, Stats};
+pub use engine::{Engine, EngineConfig, Hold, LocalSession, Outcome, Stats};
 pub use error::{Error, Failure, Reconnect};
 pub use ext::{
     AckExtension, Decision, Extension, Listener, RequestContext, SecurityPolicy, TimesyncExtension,
 };
-pub use router::Router;
+pub use router::{Backplane, Router};
 pub use session::{
     Delivery, LocalCallback, OverflowPolicy, RemoveReason, Session, SessionId, TransportKind, Wake,
     random_hex,

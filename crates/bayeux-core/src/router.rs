@@ -4,17 +4,43 @@
 //! pattern). A publish on `/a/b/c` looks up `/a/b/c` and, only when wildcard subscriptions exist,
 //! `/a/b/*`, `/a/b/**`, `/a/**` and `/**`. A session matched through several of them receives the
 //! message once. Publishing takes only shard read locks.
+//!
+//! Fan-out ([`Router::publish`]) serializes a broadcast once, queues the same bytes to every
+//! matching remote session, calls the matching local sessions back (after the locks are
+//! released), and hands the bytes to the cross-node [`Backplane`]; it reports what the engine
+//! needs to count deliveries and apply the overflow policy.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::RwLock;
 
-use crate::channel::{ChannelId, ChannelPattern, Wildcard};
-use crate::session::Session;
+use crate::channel::{ChannelId, ChannelKind, ChannelPattern, Wildcard};
+use crate::codec::{encode_delivery_framed, unframe};
+use crate::session::{Delivery, Offer, Session};
+
+/// Cross-node fan-out seam: a publish or a per-principal delivery made on this node is offered to
+/// the backplane after local delivery, already serialized.
+pub trait Backplane: Send + Sync {
+    /// A broadcast published on this node.
+    fn publish(&self, channel: &ChannelId, message: &Bytes);
+    /// A delivery to every session of `principal`, made on this node.
+    fn deliver_to_principal(&self, principal: &str, message: &Bytes);
+}
+
+/// What one fan-out did.
+#[derive(Debug, Default)]
+pub(crate) struct FanOut {
+    /// Sessions that got the message: queued (even if an older message was dropped for it) or
+    /// called back.
+    pub recipients: usize,
+    /// Sessions whose queue was full, with what happened there.
+    pub overflowed: Vec<(Arc<Session>, Offer)>,
+}
 
 /// Hasher for session keys (process-unique counters): the key itself, spread by one multiply.
 #[derive(Default)]
@@ -39,14 +65,87 @@ struct Subscribers {
     sessions: RwLock<HashMap<u64, Arc<Session>>>,
 }
 
-/// Subscription table.
+/// Subscription table and fan-out.
 #[derive(Default)]
 pub struct Router {
     table: DashMap<Arc<str>, Subscribers>,
     wildcard_entries: AtomicUsize,
+    backplane: RwLock<Option<Arc<dyn Backplane>>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("names", &self.table.len())
+            .field("backplane", &self.backplane.read().is_some())
+            .finish()
+    }
 }
 
 impl Router {
+    /// Installs the cross-node backplane.
+    pub(crate) fn set_backplane(&self, backplane: Arc<dyn Backplane>) {
+        *self.backplane.write() = Some(backplane);
+    }
+
+    /// The backplane, if one is installed.
+    pub(crate) fn backplane(&self) -> Option<Arc<dyn Backplane>> {
+        self.backplane.read().clone()
+    }
+
+    /// Publishes `delivery` on this node: a broadcast is serialized once (framed, see
+    /// [`encode_delivery_framed`]), fanned out, and handed to the backplane; a service message
+    /// reaches local sessions only. `exclude` is a session that must not receive it (the
+    /// publisher, when it does not get its own broadcasts).
+    pub(crate) fn publish(&self, delivery: &Delivery<'_>, exclude: Option<u64>) -> FanOut {
+        let broadcast = delivery.channel.kind() == ChannelKind::Broadcast;
+        let framed = if broadcast {
+            encode_delivery_framed(delivery.channel.as_str(), delivery.data, delivery.ext)
+        } else {
+            Bytes::new()
+        };
+        let out = self.fan_out(delivery, &framed, exclude);
+        if broadcast && let Some(bp) = self.backplane() {
+            bp.publish(delivery.channel, &unframe(&framed));
+        }
+        out
+    }
+
+    /// Fans `delivery` out on this node only: `framed` (its serialized form) goes into the queue
+    /// of every matching remote session when the channel is a broadcast one; matching local
+    /// sessions are called back once the router's locks are released.
+    pub(crate) fn fan_out(
+        &self,
+        delivery: &Delivery<'_>,
+        framed: &Bytes,
+        exclude: Option<u64>,
+    ) -> FanOut {
+        let broadcast = delivery.channel.kind() == ChannelKind::Broadcast;
+        let mut locals: Vec<Arc<Session>> = Vec::new();
+        let mut out = FanOut::default();
+        self.for_each_subscriber(delivery.channel, |s| {
+            if Some(s.key()) == exclude {
+                return;
+            }
+            if s.is_local() {
+                locals.push(s.clone());
+            } else if broadcast {
+                let offer = s.offer(framed);
+                out.recipients += usize::from(offer.queued());
+                if matches!(offer, Offer::DroppedOldest { .. } | Offer::Refused) {
+                    out.overflowed.push((s.clone(), offer));
+                }
+            }
+        });
+        for s in &locals {
+            if let Some(cb) = s.local_callback() {
+                cb(delivery);
+                out.recipients += 1;
+            }
+        }
+        out
+    }
+
     /// Adds `session` to `pattern`. Returns false if it was already subscribed.
     pub fn subscribe(&self, pattern: &ChannelPattern, session: &Arc<Session>) -> bool {
         let entry = self

@@ -129,6 +129,15 @@ pub struct TransportConfig {
     pub sweep_period: Duration,
     /// WebSocket ping period; a socket silent for two periods is closed.
     pub ws_ping_interval: Duration,
+    /// How long one write may wait for the client to take it before the socket is closed;
+    /// `None` (the default) means two `ws_ping_interval`s, since a client that cannot take a
+    /// write is as dead as one that stops answering pings.
+    ///
+    /// It bounds every WebSocket frame (with its flush) in the service itself, wherever the
+    /// service runs; when a write is cut off the held connect is released and the session
+    /// expires as usual unless the client reconnects. While a frame waits, this deadline stands
+    /// in for the keep-alive check, since the socket is not read meanwhile.
+    pub write_timeout: Option<Duration>,
     /// Read buffer per WebSocket (tungstenite's default, 128 KiB, is far too large for many
     /// idle sockets).
     pub ws_read_buffer_bytes: usize,
@@ -136,6 +145,15 @@ pub struct TransportConfig {
     pub cookie: CookieConfig,
     /// Query parameter naming the JSONP callback.
     pub jsonp_parameter: String,
+}
+
+impl TransportConfig {
+    /// The write deadline in effect: [`TransportConfig::write_timeout`], or two
+    /// `ws_ping_interval`s when it is `None`.
+    pub fn write_deadline(&self) -> Duration {
+        self.write_timeout
+            .unwrap_or_else(|| self.ws_ping_interval.saturating_mul(2))
+    }
 }
 
 impl Default for TransportConfig {
@@ -149,6 +167,7 @@ impl Default for TransportConfig {
             body_read_timeout: Duration::from_secs(30),
             sweep_period: Duration::from_millis(997),
             ws_ping_interval: Duration::from_secs(30),
+            write_timeout: None,
             ws_read_buffer_bytes: 1024,
             cookie: CookieConfig::default(),
             jsonp_parameter: "jsonp".into(),

@@ -115,7 +115,8 @@ pub struct TransportConfig {
     pub max_body_bytes: usize,
     /// Maximum WebSocket message (close 1009 beyond).
     pub max_ws_message_bytes: usize,
-    /// Maximum concurrent TCP connections accepted by [`crate::serve`].
+    /// Maximum concurrent TCP connections accepted by [`crate::serve`]. A connection counts
+    /// until its socket is closed: an upgraded WebSocket keeps its slot for its whole life.
     pub max_connections: usize,
     /// Time allowed to send the request headers. It also bounds how long a keep-alive
     /// connection may sit idle between requests (hyper starts the header timer when it waits for
@@ -136,7 +137,10 @@ pub struct TransportConfig {
     /// It bounds every WebSocket frame (with its flush) in the service itself, wherever the
     /// service runs; when a write is cut off the held connect is released and the session
     /// expires as usual unless the client reconnects. While a frame waits, this deadline stands
-    /// in for the keep-alive check, since the socket is not read meanwhile.
+    /// in for the keep-alive check, since the socket is not read meanwhile. Under
+    /// [`crate::serve`] it also bounds every write of long-polling replies (the connection is
+    /// dropped). A host that mounts [`crate::BayeuxService`] in its own server owns the write
+    /// deadlines of its HTTP connections, long-polling included.
     pub write_timeout: Option<Duration>,
     /// Read buffer per WebSocket (tungstenite's default, 128 KiB, is far too large for many
     /// idle sockets).

@@ -13,6 +13,7 @@ use bayeux_transport::{BayeuxService, ShutdownHandle, TransportConfig};
 use common::*;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::MaybeTlsStream;
@@ -249,6 +250,85 @@ async fn leave(mut ws: Ws, id: &str) {
     let _ = ws.close(None).await;
 }
 
+#[tokio::test]
+async fn websocket_that_stops_reading_is_closed_at_the_write_deadline() {
+    bounded(async {
+        let ping = Duration::from_millis(250);
+        let s = Server::start(
+            EngineConfig {
+                max_interval_ms: 500,
+                ..engine_config(10_000)
+            },
+            TransportConfig {
+                ws_ping_interval: ping,
+                // None: two ping intervals.
+                write_timeout: None,
+                sweep_period: Duration::from_millis(50),
+                ..TransportConfig::default()
+            },
+        )
+        .await;
+        let engine = s.engine();
+        let metrics = s.svc.metrics();
+
+        let mut healthy = ws_connect(s.addr, "/cometd").await;
+        let healthy_id = subscribed(&mut healthy, 10_000).await;
+        let mut stuck = tiny_window_ws(s.addr).await;
+        // A connect whose client goes away expires from the deadline it would have had: keep it
+        // short so that the session does not outlive the test.
+        let stuck_id = subscribed(&mut stuck, 1_000).await;
+        held_connects(engine, 2).await;
+        assert_eq!(metrics.websockets.load(Relaxed), 2);
+        assert_eq!(
+            metrics.connections.load(Relaxed),
+            2,
+            "WebSockets are counted"
+        );
+        let healthy = healthy_reader(healthy, healthy_id.clone());
+
+        // From here on `stuck` is not read until the server has closed it.
+        let (stall, healthy) = stall(engine, &s.svc, &stuck_id, healthy, || {}).await;
+        let deadline = ping * 2;
+        // The write is normally seen waiting first; on a very slow machine the keep-alive check
+        // (also two pings) may get there before the buffers are full, which is just as good.
+        let since = stall.blocked.unwrap_or(stall.closed);
+        eprintln!(
+            "write deadline {deadline:?}: the stuck socket's write was seen waiting {:?} after \
+             it stopped reading; the server closed it {:?} after that ({:?} after it stopped \
+             reading)",
+            stall.blocked,
+            stall.closed - since,
+            stall.closed
+        );
+        assert!(
+            stall.closed - since < deadline + PROMPT,
+            "closed {:?} after the write was seen waiting",
+            stall.closed - since
+        );
+        assert_closed_by_server(&mut stuck).await;
+        // Its connection slot is released.
+        wait_until("the stuck connection is released", || {
+            metrics.connections.load(Relaxed) == 1
+        })
+        .await;
+        // (The healthy client leaves now: it no longer reads, so it would stop answering pings.)
+        leave(healthy, &healthy_id).await;
+        // The stuck session's connect is released with the socket: the session expires.
+        wait_until("the stuck session expires", || {
+            engine.session(&stuck_id).is_none()
+        })
+        .await;
+        wait_until("every gauge back to zero", || {
+            metrics.websockets.load(Relaxed) == 0
+                && metrics.connections.load(Relaxed) == 0
+                && held(engine) == 0
+                && engine.session_count() == 0
+        })
+        .await;
+    })
+    .await;
+}
+
 /// The service in a host's own accept loop, without [`bayeux_transport::serve`] (and so
 /// without its write-bounding socket): the WebSocket's own deadline must hold alone.
 struct Embedded {
@@ -370,6 +450,83 @@ async fn websocket_write_deadline_holds_without_serve_and_the_hold_is_still_answ
                 && engine.session_count() == 0
         })
         .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn long_poll_that_stops_reading_its_reply_is_dropped_at_the_write_deadline() {
+    bounded(async {
+        let write_timeout = Duration::from_millis(500);
+        let s = Server::start(
+            engine_config(10_000),
+            TransportConfig {
+                write_timeout: Some(write_timeout),
+                ..TransportConfig::default()
+            },
+        )
+        .await;
+        let engine = s.engine();
+        let metrics = s.svc.metrics();
+        let mut c = s.client();
+        c.handshake_and_connect().await;
+        assert_eq!(c.subscribe(json!(FEED)).await["successful"], true);
+        // Messages wait in the queue: the next connect returns them all in one reply of 8 MiB,
+        // twice the most Linux buffers for a socket by default.
+        let mut p = Publisher::new(64 * 1024);
+        for _ in 0..128 {
+            p.publish(engine);
+        }
+        wait_until("no connection left open", || {
+            metrics.connections.load(Relaxed) == 0
+        })
+        .await;
+        let mut tcp = tiny_window(s.addr).await;
+        let msg = c.connect_message();
+        let req = c.request("/cometd/connect", json!([msg]).to_string());
+        let (parts, body) = req.into_parts();
+        let body = http_body_util::BodyExt::collect(body)
+            .await
+            .expect("body")
+            .to_bytes();
+        let mut raw = format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            parts.uri.path(),
+            body.len()
+        );
+        if let Some(cookie) = parts.headers.get(http::header::COOKIE) {
+            raw.push_str(&format!("Cookie: {}\r\n", cookie.to_str().unwrap()));
+        }
+        raw.push_str("\r\n");
+        tcp.write_all(raw.as_bytes()).await.unwrap();
+        tcp.write_all(&body).await.unwrap();
+        let sent = Instant::now();
+        // Counted at once, dropped no sooner than the deadline after its reply stalls.
+        wait_until("the connection is counted", || {
+            metrics.connections.load(Relaxed) == 1
+        })
+        .await;
+        // The reply is not read: the server drops the connection.
+        wait_until("the stuck connection is dropped", || {
+            metrics.connections.load(Relaxed) == 0
+        })
+        .await;
+        let took = sent.elapsed();
+        eprintln!("write deadline {write_timeout:?}: the long poll was dropped after {took:?}");
+        assert!(took >= write_timeout, "{took:?}");
+        // What the server had written before is still delivered, then the connection ends: a
+        // successful reply, cut short.
+        let mut got = Vec::new();
+        let _ = step("the rest of the reply", tcp.read_to_end(&mut got)).await;
+        let text = String::from_utf8_lossy(&got);
+        assert_eq!(raw_status(&text), 200);
+        let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:")?.trim().parse().ok())
+            .expect("content-length");
+        assert!(length > 8 << 20, "{length}");
+        assert!(body.len() < length, "the whole reply arrived: {}", body.len());
     })
     .await;
 }

@@ -83,6 +83,9 @@ pub struct BayeuxSection {
     pub body_read_timeout_ms: u64,
     /// WebSocket ping period, ms.
     pub ws_ping_interval_ms: u64,
+    /// How long a write may wait for the client before its connection is closed, ms; 0 means
+    /// two `ws_ping_interval_ms`.
+    pub write_timeout_ms: u64,
     /// Long polls held at once per browser over HTTP/1.1 (0 = unlimited).
     pub max_sessions_per_browser: usize,
     /// Refuse requests of cookie-bound sessions that arrive without the cookie.
@@ -117,6 +120,7 @@ impl Default for BayeuxSection {
             header_read_timeout_ms: t.header_read_timeout.as_millis() as u64,
             body_read_timeout_ms: t.body_read_timeout.as_millis() as u64,
             ws_ping_interval_ms: t.ws_ping_interval.as_millis() as u64,
+            write_timeout_ms: t.write_timeout.map_or(0, |d| d.as_millis() as u64),
             max_sessions_per_browser: e.max_sessions_per_browser,
             strict_browser: e.strict_browser,
             cookie_secure: false,
@@ -187,6 +191,8 @@ impl ServerConfig {
             header_read_timeout: Duration::from_millis(b.header_read_timeout_ms.max(1)),
             body_read_timeout: Duration::from_millis(b.body_read_timeout_ms.max(1)),
             ws_ping_interval: Duration::from_millis(b.ws_ping_interval_ms.max(100)),
+            write_timeout: (b.write_timeout_ms > 0)
+                .then(|| Duration::from_millis(b.write_timeout_ms)),
             cookie: CookieConfig {
                 secure: b.cookie_secure,
                 same_site,
@@ -218,6 +224,19 @@ mod tests {
         assert_eq!(c.redis.url.as_deref(), Some("redis://127.0.0.1:6379"));
         assert_eq!(c.redis.publish_queue, 100);
         assert!(toml::from_str::<ServerConfig>("[redis]\nnope = 1").is_err());
+    }
+
+    #[test]
+    fn write_timeout_defaults_to_two_pings() {
+        let c: ServerConfig = toml::from_str("[bayeux]\nws_ping_interval_ms = 1000").unwrap();
+        let t = c.transport().unwrap();
+        assert_eq!(t.write_timeout, None);
+        assert_eq!(t.write_deadline(), Duration::from_secs(2));
+        let c: ServerConfig = toml::from_str("[bayeux]\nwrite_timeout_ms = 500").unwrap();
+        assert_eq!(
+            c.transport().unwrap().write_deadline(),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]

@@ -115,7 +115,8 @@ pub struct TransportConfig {
     pub max_body_bytes: usize,
     /// Maximum WebSocket message (close 1009 beyond).
     pub max_ws_message_bytes: usize,
-    /// Maximum concurrent TCP connections accepted by [`crate::serve`].
+    /// Maximum concurrent TCP connections accepted by [`crate::serve`]. A connection counts
+    /// until its socket is closed: an upgraded WebSocket keeps its slot for its whole life.
     pub max_connections: usize,
     /// Time allowed to send the request headers. It also bounds how long a keep-alive
     /// connection may sit idle between requests (hyper starts the header timer when it waits for
@@ -129,6 +130,18 @@ pub struct TransportConfig {
     pub sweep_period: Duration,
     /// WebSocket ping period; a socket silent for two periods is closed.
     pub ws_ping_interval: Duration,
+    /// How long one write may wait for the client to take it before the socket is closed;
+    /// `None` (the default) means two `ws_ping_interval`s, since a client that cannot take a
+    /// write is as dead as one that stops answering pings.
+    ///
+    /// It bounds every WebSocket frame (with its flush) in the service itself, wherever the
+    /// service runs; when a write is cut off the held connect is released and the session
+    /// expires as usual unless the client reconnects. While a frame waits, this deadline stands
+    /// in for the keep-alive check, since the socket is not read meanwhile. Under
+    /// [`crate::serve`] it also bounds every write of long-polling replies (the connection is
+    /// dropped). A host that mounts [`crate::BayeuxService`] in its own server owns the write
+    /// deadlines of its HTTP connections, long-polling included.
+    pub write_timeout: Option<Duration>,
     /// Read buffer per WebSocket (tungstenite's default, 128 KiB, is far too large for many
     /// idle sockets).
     pub ws_read_buffer_bytes: usize,
@@ -136,6 +149,15 @@ pub struct TransportConfig {
     pub cookie: CookieConfig,
     /// Query parameter naming the JSONP callback.
     pub jsonp_parameter: String,
+}
+
+impl TransportConfig {
+    /// The write deadline in effect: [`TransportConfig::write_timeout`], or two
+    /// `ws_ping_interval`s when it is `None`.
+    pub fn write_deadline(&self) -> Duration {
+        self.write_timeout
+            .unwrap_or_else(|| self.ws_ping_interval.saturating_mul(2))
+    }
 }
 
 impl Default for TransportConfig {
@@ -149,6 +171,7 @@ impl Default for TransportConfig {
             body_read_timeout: Duration::from_secs(30),
             sweep_period: Duration::from_millis(997),
             ws_ping_interval: Duration::from_secs(30),
+            write_timeout: None,
             ws_read_buffer_bytes: 1024,
             cookie: CookieConfig::default(),
             jsonp_parameter: "jsonp".into(),

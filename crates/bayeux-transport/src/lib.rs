@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod config;
+mod conn;
 pub mod metrics;
 mod server;
 mod service;

@@ -8,7 +8,7 @@ use bayeux_core::Engine;
 /// Transport counters. The engine's own counters are added by [`Metrics::render`].
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Open TCP connections accepted by [`crate::serve`].
+    /// Open TCP connections accepted by [`crate::serve`], upgraded WebSockets included.
     pub connections: AtomicI64,
     /// Open WebSocket connections.
     pub websockets: AtomicI64,

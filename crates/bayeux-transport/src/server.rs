@@ -10,6 +10,7 @@ use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::conn::Conn;
 use crate::service::BayeuxService;
 
 /// Serves `service` on `listener` (HTTP/1.1 and HTTP/2, WebSocket upgrades) until `shutdown`
@@ -18,7 +19,10 @@ use crate::service::BayeuxService;
 /// `grace`.
 ///
 /// `service` is any hyper service; use [`BayeuxService`] alone or a router that wraps it. The
-/// connection limit and header timeout come from the Bayeux service's configuration.
+/// connection limit, header timeout and write deadline come from the Bayeux service's
+/// configuration. Every connection counts against `max_connections` (and in the `connections`
+/// gauge) until its socket is closed, WebSockets included; a write the client does not take
+/// within [`crate::TransportConfig::write_deadline`] drops the connection.
 pub async fn serve<S, F>(
     listener: TcpListener,
     bayeux: BayeuxService,
@@ -75,38 +79,31 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // From here the connection is counted and holds its slot for as long as the socket
+        // lives, through a WebSocket upgrade too (see `Conn`).
+        let conn = Conn::new(stream, permit, bayeux.shared.clone());
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let service = service.clone();
         let mut closing = closing_rx.clone();
-        let metrics = bayeux.clone();
         tokio::spawn(async move {
-            metrics
-                .metrics()
-                .connections
-                .fetch_add(1, Ordering::Relaxed);
             // hyper's header read timeout starts only once the HTTP version is known, after the
             // first bytes: a client that connects and sends nothing would keep its slot forever.
             let mut probe = [0u8; 1];
             let readable = tokio::select! {
-                r = tokio::time::timeout(first_byte_timeout, stream.peek(&mut probe)) => {
+                r = tokio::time::timeout(first_byte_timeout, conn.stream().peek(&mut probe)) => {
                     matches!(r, Ok(Ok(n)) if n > 0)
                 }
                 _ = closing.wait_for(|c| *c) => false,
             };
             if readable {
                 let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(conn), service)
                     .into_owned();
                 if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
             }
-            metrics
-                .metrics()
-                .connections
-                .fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
         });
     }
     drop(listener);

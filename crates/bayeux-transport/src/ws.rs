@@ -1,16 +1,25 @@
 //! The WebSocket transport: each text frame is a JSON array of Bayeux messages, both ways.
 //! Replies are written at once; deliveries as they are queued (all waiting ones in one frame),
 //! except for sessions using the ack extension, whose deliveries travel in connect replies.
+//!
+//! One frame is written at a time, as one branch of the socket's `select!` with its own deadline
+//! ([`TransportConfig::write_deadline`]). While it waits, the hold deadline and shutdown are
+//! still serviced and the ping timer keeps running, with the write deadline standing in for the
+//! keep-alive check; but no frame is read and no message taken from the session queue (which is
+//! bounded), so a client that stops reading costs nothing more. Past the deadline the socket is
+//! closed and its held connect released.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
-use std::time::Instant;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use bayeux_core::{Hold, RequestContext, Session, Wake, decode_batch, join_array};
 use bytes::Bytes;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use hyper_tungstenite::HyperWebsocket;
+use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
@@ -46,6 +55,127 @@ fn close(code: CloseCode, reason: &'static str) -> Message {
     }))
 }
 
+/// What the socket is writing.
+enum Op {
+    Idle,
+    /// A frame not yet accepted by the sink.
+    Send(Message),
+    /// A frame accepted, not yet flushed to the socket.
+    Flush,
+    /// The closing handshake after the client's close frame.
+    Close,
+}
+
+/// The socket's one write in progress and its deadline.
+struct Writer {
+    op: Op,
+    /// Armed when the write first has to wait, dropped when it completes: a write the kernel
+    /// takes at once (nearly all of them) costs no timer and no allocation.
+    timer: Option<Pin<Box<Sleep>>>,
+    deadline: Duration,
+}
+
+/// How a write ended.
+enum Written {
+    /// Done without waiting.
+    AtOnce,
+    /// Done after waiting for the client to take data: proof that it is alive.
+    AfterWaiting,
+    /// The sink failed.
+    Failed(WsError),
+    /// The client did not take it within the deadline.
+    TimedOut,
+}
+
+impl Written {
+    /// Whether the socket carries on; a write that waited is the client's sign of life.
+    fn ok(self, last_activity: &mut Instant) -> bool {
+        match self {
+            Written::AtOnce => true,
+            Written::AfterWaiting => {
+                *last_activity = Instant::now();
+                true
+            }
+            Written::Failed(e) => {
+                tracing::debug!(error = %e, "websocket write error");
+                false
+            }
+            Written::TimedOut => {
+                tracing::debug!("websocket write timed out: closing the socket");
+                false
+            }
+        }
+    }
+}
+
+impl Writer {
+    fn busy(&self) -> bool {
+        !matches!(self.op, Op::Idle)
+    }
+
+    fn poll_op<S>(&mut self, sink: &mut S, cx: &mut Context<'_>) -> Poll<Result<(), WsError>>
+    where
+        S: Sink<Message, Error = WsError> + Unpin,
+    {
+        loop {
+            match std::mem::replace(&mut self.op, Op::Idle) {
+                Op::Idle => return Poll::Ready(Ok(())),
+                Op::Send(m) => match sink.poll_ready_unpin(cx) {
+                    Poll::Ready(Ok(())) => {
+                        sink.start_send_unpin(m)?;
+                        self.op = Op::Flush;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        self.op = Op::Send(m);
+                        return Poll::Pending;
+                    }
+                },
+                Op::Flush => {
+                    if sink.poll_flush_unpin(cx)?.is_pending() {
+                        self.op = Op::Flush;
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Op::Close => {
+                    if sink.poll_close_unpin(cx)?.is_pending() {
+                        self.op = Op::Close;
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+
+    fn poll_write<S>(&mut self, sink: &mut S, cx: &mut Context<'_>) -> Poll<Written>
+    where
+        S: Sink<Message, Error = WsError> + Unpin,
+    {
+        match self.poll_op(sink, cx) {
+            Poll::Ready(r) => {
+                let waited = self.timer.take().is_some();
+                Poll::Ready(match r {
+                    Err(e) => Written::Failed(e),
+                    Ok(()) if waited => Written::AfterWaiting,
+                    Ok(()) => Written::AtOnce,
+                })
+            }
+            Poll::Pending => {
+                let deadline = self.deadline;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
+                ready!(timer.as_mut().poll(cx));
+                self.timer = None;
+                self.op = Op::Idle;
+                Poll::Ready(Written::TimedOut)
+            }
+        }
+    }
+}
+
 struct Gauge<'a>(&'a Shared);
 impl Drop for Gauge<'_> {
     fn drop(&mut self) {
@@ -79,9 +209,19 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
     let mut armed: Option<std::time::Instant> = None;
     // A frame read while draining ready frames that was not a text frame.
     let mut carried: Option<Option<Result<Message, WsError>>> = None;
-    // Reused for every write: no allocation per wake-up.
+    // What to write next, reused for every write: no allocation per wake-up. It only fills while
+    // nothing is being written, except for the one reply of a held connect that ends meanwhile.
     let mut out: Vec<Bytes> = Vec::new();
-    loop {
+    let mut writer = Writer {
+        op: Op::Idle,
+        timer: None,
+        deadline: shared.config.write_deadline(),
+    };
+    // The socket is ending: nothing more is read or taken; what is staged is written, then
+    // `farewell` (a close frame), then the loop ends.
+    let mut closing = false;
+    let mut farewell: Option<Message> = None;
+    'socket: loop {
         let deadline = hold.as_ref().map(|h| h.deadline());
         if deadline != armed {
             if let Some(d) = deadline {
@@ -89,6 +229,10 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
             }
             armed = deadline;
         }
+        // While a write waits, the socket takes no new work: no frame is read (its replies would
+        // pile up here) and no message is taken from the session queue (bounded, where
+        // the overflow policy applies).
+        let taking = !writer.busy() && !closing;
         let event = std::future::poll_fn(|cx| {
             if let Some(s) = &session
                 && !s.connect_only()
@@ -107,30 +251,33 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
             }
             Poll::Pending
         });
-        out.clear();
         tokio::select! {
             biased;
-            _ = stopped(&mut shutdown) => {
+            _ = stopped(&mut shutdown), if !closing => {
                 if let Some(h) = hold.take() {
                     out.extend(engine.finish_hold(h, Instant::now()));
-                    let _ = sink.feed(text(join_array(&out))).await;
                 }
-                let _ = sink.send(close(CloseCode::Away, "server shutting down")).await;
-                break;
+                farewell = Some(close(CloseCode::Away, "server shutting down"));
+                closing = true;
+            }
+            written = std::future::poll_fn(|cx| writer.poll_write(&mut sink, cx)), if writer.busy() => {
+                if !written.ok(&mut last_activity) {
+                    break;
+                }
             }
             frame = async {
                 match carried.take() {
                     Some(f) => f,
                     None => stream.next().await,
                 }
-            } => {
+            }, if taking => {
                 last_activity = Instant::now();
                 match frame {
                     None => break,
                     Some(Err(WsError::Capacity(_))) => {
                         shared.metrics.oversize.fetch_add(1, Ordering::Relaxed);
-                        let _ = sink.send(close(CloseCode::Size, "message too large")).await;
-                        break;
+                        farewell = Some(close(CloseCode::Size, "message too large"));
+                        closing = true;
                     }
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket read error");
@@ -179,17 +326,18 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
-                        let _ = sink.send(close(CloseCode::Unsupported, "text frames only")).await;
-                        break;
+                        farewell = Some(close(CloseCode::Unsupported, "text frames only"));
+                        closing = true;
                     }
                     Some(Ok(Message::Close(_))) => {
-                        let _ = sink.close().await;
-                        break;
+                        // tungstenite has queued the answering close frame: flush it and end.
+                        writer.op = Op::Close;
+                        closing = true;
                     }
                     Some(Ok(_)) => {}
                 }
             }
-            event = event => match event {
+            event = event, if taking => match event {
                 Event::Messages => {
                     if let Some(s) = &session {
                         s.take_messages_into(&mut out);
@@ -202,25 +350,50 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
                 }
                 Event::SessionClosed => session = None,
             },
+            // Serviced while a write waits: the connect is answered (its reply queued behind the
+            // write), so the session is no longer held and expires normally if the socket dies.
             _ = &mut hold_timer, if deadline.is_some() => {
                 if let Some(h) = hold.take() {
                     out.extend(engine.finish_hold(h, Instant::now()));
                 }
             }
             _ = ping.tick() => {
-                if last_activity.elapsed() > period * 2 {
-                    let _ = sink.send(close(CloseCode::Away, "keep-alive timeout")).await;
-                    break;
-                }
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    break;
+                // While a write waits, its deadline bounds the socket instead: frames are not
+                // read then, so the silence would be ours, and a ping would only queue behind
+                // the stuck frame.
+                if !writer.busy() && !closing {
+                    if last_activity.elapsed() > period * 2 {
+                        farewell = Some(close(CloseCode::Away, "keep-alive timeout"));
+                        closing = true;
+                    } else {
+                        writer.op = Op::Send(Message::Ping(Bytes::new()));
+                    }
                 }
             }
         }
-        if !out.is_empty() {
-            shared.metrics.add_out(out.len());
-            if sink.send(text(join_array(&out))).await.is_err() {
+        while !writer.busy() {
+            if closing && farewell.is_none() {
+                // The last frame is written (or the closing handshake done): anything staged
+                // since would follow the close frame, which the protocol forbids.
+                break 'socket;
+            }
+            if !out.is_empty() {
+                shared.metrics.add_out(out.len());
+                writer.op = Op::Send(text(join_array(&out)));
+                out.clear();
+            } else if let Some(f) = farewell.take() {
+                writer.op = Op::Send(f);
+            } else {
                 break;
+            }
+            // Nearly always the kernel takes the frame at once: write it now rather than on
+            // another turn of the `select!`. If it has to wait, that branch carries it on.
+            let written =
+                std::future::poll_fn(|cx| Poll::Ready(writer.poll_write(&mut sink, cx))).await;
+            if let Poll::Ready(w) = written
+                && !w.ok(&mut last_activity)
+            {
+                break 'socket;
             }
         }
     }

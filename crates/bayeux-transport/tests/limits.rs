@@ -435,3 +435,91 @@ async fn http2_sessions_of_one_browser_are_not_limited() {
     })
     .await;
 }
+
+/// A WebSocket keeps its slot of `max_connections` (and its place in the `connections` gauge)
+/// for as long as it is open, not just until the HTTP upgrade.
+#[tokio::test]
+async fn websockets_count_against_the_connection_limit_while_open() {
+    bounded(async {
+        let s = Server::start(
+            engine_config(5_000),
+            TransportConfig {
+                max_connections: 3,
+                ..TransportConfig::default()
+            },
+        )
+        .await;
+        let m = s.svc.metrics();
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            let mut ws = ws_connect(s.addr, "/cometd").await;
+            ws_handshake(&mut ws).await;
+            open.push(ws);
+        }
+        assert_eq!(m.websockets.load(Relaxed), 3);
+        assert_eq!(
+            m.connections.load(Relaxed),
+            3,
+            "upgraded sockets are counted"
+        );
+        // Every slot is taken by a WebSocket: more are refused at accept, however many.
+        for _ in 0..3 {
+            let r = step(
+                "refused upgrade",
+                tokio_tungstenite::connect_async(format!("ws://{}/cometd", s.addr)),
+            )
+            .await;
+            assert!(r.is_err(), "a WebSocket past the limit was let in");
+        }
+        assert!(m.connections_refused.load(Relaxed) >= 3);
+        assert_eq!(m.connections.load(Relaxed), 3);
+        // So is a plain HTTP request.
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        assert_eq!(keep_alive_request(&mut tcp).await, None);
+        // The open ones are still served.
+        for ws in &mut open {
+            ws_send(
+                ws,
+                &json!([{"channel": "/meta/connect", "clientId": "x", "id": "9"}]),
+            )
+            .await;
+            assert_eq!(find(&ws_recv(ws).await, "/meta/connect")["id"], "9");
+        }
+
+        // Closing one frees its slot.
+        let mut gone = open.pop().unwrap();
+        gone.close(None).await.unwrap();
+        assert!(matches!(
+            ws_next(&mut gone, STEP).await,
+            Some(WsEvent::Closed(_))
+        ));
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut again = loop {
+            if let Ok(Ok((ws, _))) = tokio::time::timeout(
+                STEP,
+                tokio_tungstenite::connect_async(format!("ws://{}/cometd", s.addr)),
+            )
+            .await
+            {
+                break ws;
+            }
+            assert!(Instant::now() < deadline, "the freed slot was never reused");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        ws_handshake(&mut again).await;
+        assert_eq!(m.connections.load(Relaxed), 3);
+        assert_eq!(m.websockets.load(Relaxed), 3);
+
+        drop(open);
+        drop(again);
+        let deadline = Instant::now() + STEP;
+        while m.connections.load(Relaxed) != 0 || m.websockets.load(Relaxed) != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the gauges did not return to zero"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}

@@ -7,9 +7,7 @@ mod common;
 
 use std::hint::black_box;
 
-use bayeux_core::{
-    Limits, MessageId, Reply, decode_batch, encode_batch, encode_delivery, encode_delivery_framed,
-};
+use bayeux_core::{Framed, Limits, MessageId, Reply, decode_batch, encode_batch};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::value::RawValue;
 
@@ -55,10 +53,7 @@ fn encode(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let data = RawValue::from_string(DATA.to_owned()).unwrap();
     g.bench_function("delivery", |b| {
-        b.iter(|| encode_delivery(black_box("/chat/room1"), black_box(&data), None))
-    });
-    g.bench_function("delivery_framed", |b| {
-        b.iter(|| encode_delivery_framed(black_box("/chat/room1"), black_box(&data), None))
+        b.iter(|| Framed::delivery(black_box("/chat/room1"), black_box(&data), None))
     });
     let publish = Reply::new(
         Some("/chat/room1"),

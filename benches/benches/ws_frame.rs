@@ -9,7 +9,7 @@ mod common;
 
 use std::hint::black_box;
 
-use bayeux_core::{encode_delivery_framed, join_array};
+use bayeux_core::{Framed, join_array};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::value::RawValue;
@@ -19,10 +19,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::{Frame, Utf8Bytes};
 fn frames(c: &mut Criterion) {
     let mut g = c.benchmark_group("ws_frame");
     let data = RawValue::from_string(common::DATA.to_owned()).unwrap();
-    let delivery = encode_delivery_framed("/chat/room1", &data, None);
+    let delivery = Framed::delivery("/chat/room1", &data, None);
     let mut out = Vec::with_capacity(1 << 16);
     for k in [1usize, 10, 100] {
-        let queued: Vec<Bytes> = (0..k).map(|_| delivery.clone()).collect();
+        let queued: Vec<Framed> = (0..k).map(|_| delivery.clone()).collect();
         g.throughput(Throughput::Elements(k as u64));
         g.bench_with_input(BenchmarkId::new("join_validate_format", k), &k, |b, _| {
             b.iter(|| {

@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use bayeux_core::{
-    ChannelId, ChannelKind, ChannelPattern, Engine, EngineConfig, Hold, LocalSession,
+    ChannelId, ChannelKind, ChannelPattern, Engine, EngineConfig, Framed, Hold, LocalSession,
     OverflowPolicy, RequestContext, TransportKind, Wake, decode_batch,
 };
-use bytes::Bytes;
 
 use crate::channel::naive_matches;
 use serde_json::{Value, json};
@@ -384,17 +383,13 @@ pub fn run(scenario: &Scenario) -> Coverage {
     }
 }
 
-/// Parses replies and deliveries; a delivery may come framed as a one-element array.
-fn parse_replies(replies: &[Bytes]) -> Vec<Value> {
+/// Parses replies and deliveries: each is one message framed as a one-element array.
+fn parse_replies(replies: &[Framed]) -> Vec<Value> {
     let mut out = Vec::new();
     for b in replies {
-        match serde_json::from_slice(b).expect("replies are JSON") {
-            Value::Array(items) => {
-                assert_eq!(items.len(), 1, "a framed delivery holds one message");
-                out.extend(items);
-            }
-            v => out.push(v),
-        }
+        let items: Vec<Value> = serde_json::from_slice(b.array()).expect("replies are JSON arrays");
+        assert_eq!(items.len(), 1, "a serialized message holds one message");
+        out.extend(items);
     }
     out
 }

@@ -66,7 +66,7 @@ pub fn subscribe(engine: &Engine, transport: TransportKind, id: &str, channel: &
         ),
     );
     assert!(
-        String::from_utf8_lossy(&out.replies[0]).contains("\"successful\":true"),
+        String::from_utf8_lossy(out.replies[0].object()).contains("\"successful\":true"),
         "subscribe failed"
     );
 }

@@ -107,7 +107,7 @@ fn send(engine: &Engine, ctx: &RequestContext, batch: &Value) -> (Vec<Value>, Op
 }
 
 /// Joins serialized replies and deliveries into one JSON array and parses it.
-fn parse(replies: &[bytes::Bytes]) -> Vec<Value> {
+fn parse(replies: &[bayeux_core::Framed]) -> Vec<Value> {
     serde_json::from_slice(&join_array(replies)).expect("the engine writes a JSON array")
 }
 

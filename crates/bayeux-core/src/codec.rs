@@ -530,90 +530,97 @@ impl Reply {
             .insert(name.to_owned(), value);
     }
 
-    /// The reply as JSON bytes.
-    pub fn encode(&self) -> Bytes {
-        serde_json::to_vec(self)
-            .map(Bytes::from)
-            .unwrap_or_default()
+    /// The reply, serialized ([`Framed`]).
+    pub fn encode(&self) -> Framed {
+        Framed::encode(self)
     }
 }
 
-/// Serializes a delivery once, *framed* as a one-element JSON array
-/// (`[{"channel":..,"data":..,"ext":..}]`): the same bytes go into every recipient's queue and,
-/// when a recipient has just that one message waiting, they are the whole WebSocket frame or
-/// long-poll body, with no copy. [`join_array`] unwraps framed parts when it joins several.
-/// Deliveries carry no `id` and no `clientId`.
-pub fn encode_delivery_framed(channel: &str, data: &RawValue, ext: Option<&RawValue>) -> Bytes {
-    let mut out = BytesMut::with_capacity(channel.len() + data.get().len() + 34);
-    out.put_slice(b"[{\"channel\":");
-    // A validated channel has no characters that need escaping, but stay correct regardless.
-    out.put_slice(&serde_json::to_vec(channel).unwrap_or_default());
-    out.put_slice(b",\"data\":");
-    out.put_slice(data.get().as_bytes());
-    if let Some(ext) = ext {
-        out.put_slice(b",\"ext\":");
-        out.put_slice(ext.get().as_bytes());
+/// One serialized Bayeux message, framed as a one-element JSON array: `[{"channel":..}]`.
+///
+/// Every message the engine writes (a reply, a delivery) is serialized once into this form. A
+/// delivery's bytes go into every recipient's queue; when a recipient has just that one message
+/// waiting, they are the whole WebSocket frame or long-poll body as they are, with no copy; when
+/// several wait, [`join_array`] joins their objects into one array. The type is the proof of the
+/// framing: nothing needs to look at the bytes to know it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Framed(Bytes);
+
+impl Framed {
+    /// Serializes one of our own message types (a reply, a refusal).
+    pub(crate) fn encode<T: Serialize>(message: &T) -> Framed {
+        let mut out = Vec::with_capacity(128);
+        out.push(b'[');
+        // Serializing our own types into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, message);
+        out.push(b']');
+        Framed(Bytes::from(out))
     }
-    out.put_slice(b"}]");
-    out.freeze()
-}
 
-/// Serializes a delivery as one JSON object (`{"channel":..,"data":..}`).
-pub fn encode_delivery(channel: &str, data: &RawValue, ext: Option<&RawValue>) -> Bytes {
-    unframe(&encode_delivery_framed(channel, data, ext))
-}
+    /// Serializes a delivery (`{"channel":..,"data":..,"ext":..}`; deliveries carry no `id` and
+    /// no `clientId`).
+    pub fn delivery(channel: &str, data: &RawValue, ext: Option<&RawValue>) -> Framed {
+        let mut out = BytesMut::with_capacity(channel.len() + data.get().len() + 34);
+        out.put_slice(b"[{\"channel\":");
+        // A validated channel has no characters that need escaping, but stay correct regardless.
+        out.put_slice(&serde_json::to_vec(channel).unwrap_or_default());
+        out.put_slice(b",\"data\":");
+        out.put_slice(data.get().as_bytes());
+        if let Some(ext) = ext {
+            out.put_slice(b",\"ext\":");
+            out.put_slice(ext.get().as_bytes());
+        }
+        out.put_slice(b"}]");
+        Framed(out.freeze())
+    }
 
-fn is_framed(b: &[u8]) -> bool {
-    b.len() >= 2 && b[0] == b'[' && b[b.len() - 1] == b']'
-}
+    /// Frames one message object serialized elsewhere (another node's, through the backplane;
+    /// the caller has checked that it is one JSON object). One copy.
+    pub fn from_object(object: &[u8]) -> Framed {
+        let mut out = BytesMut::with_capacity(object.len() + 2);
+        out.put_u8(b'[');
+        out.put_slice(object);
+        out.put_u8(b']');
+        Framed(out.freeze())
+    }
 
-/// The message object inside a framed delivery (a zero-copy slice); other bytes unchanged.
-pub fn unframe(b: &Bytes) -> Bytes {
-    if is_framed(b) {
-        b.slice(1..b.len() - 1)
-    } else {
-        b.clone()
+    /// The whole one-element array: a complete WebSocket frame or long-poll body.
+    pub fn array(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// The message object inside (a view of the same bytes, no copy).
+    pub fn object(&self) -> &[u8] {
+        &self.0[1..self.0.len() - 1]
     }
 }
 
-/// A message object as a framed one-element array (one copy).
-pub fn frame(b: &Bytes) -> Bytes {
-    if is_framed(b) {
-        return b.clone();
+impl fmt::Debug for Framed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Framed({})", String::from_utf8_lossy(&self.0))
     }
-    let mut out = BytesMut::with_capacity(b.len() + 2);
-    out.put_u8(b'[');
-    out.put_slice(b);
-    out.put_u8(b']');
-    out.freeze()
 }
 
-/// Joins serialized messages (objects, or framed deliveries) into one JSON array, the body of a
-/// long-poll response or a WebSocket frame. A single framed delivery is returned as is.
+/// Joins serialized messages into one JSON array, the body of a long-poll response or a
+/// WebSocket frame. A single message is returned as it is, without a copy.
 pub fn join_array<'a, I>(parts: I) -> Bytes
 where
-    I: IntoIterator<Item = &'a Bytes>,
+    I: IntoIterator<Item = &'a Framed>,
     I::IntoIter: Clone,
 {
     let parts = parts.into_iter();
     let mut probe = parts.clone();
-    if let (Some(only), None) = (probe.next(), probe.next())
-        && is_framed(only)
-    {
-        return only.clone();
+    if let (Some(only), None) = (probe.next(), probe.next()) {
+        return only.0.clone();
     }
-    let len: usize = parts.clone().map(|p| p.len() + 1).sum::<usize>() + 2;
+    let len: usize = parts.clone().map(|p| p.0.len()).sum::<usize>() + 2;
     let mut out = BytesMut::with_capacity(len);
     out.put_u8(b'[');
     for (i, p) in parts.enumerate() {
         if i > 0 {
             out.put_u8(b',');
         }
-        if is_framed(p) {
-            out.put_slice(&p[1..p.len() - 1]);
-        } else {
-            out.put_slice(p);
-        }
+        out.put_slice(p.object());
     }
     out.put_u8(b']');
     out.freeze()
@@ -661,7 +668,7 @@ mod tests {
         let m = decode_batch(br#"[{"id":5,"channel":"/a"}]"#, &lim()).unwrap();
         assert_eq!(m[0].id, Some(MessageId::Number("5".into())));
         let r = Reply::new(Some("/a"), m[0].id.clone(), true).encode();
-        assert_eq!(&r[..], br#"{"channel":"/a","id":5,"successful":true}"#);
+        assert_eq!(r.object(), br#"{"channel":"/a","id":5,"successful":true}"#);
     }
 
     #[test]
@@ -715,18 +722,20 @@ mod tests {
     #[test]
     fn delivery_encoding() {
         let data = RawValue::from_string(r#"{"x":1}"#.into()).unwrap();
-        let b = encode_delivery("/a/b", &data, None);
-        assert_eq!(&b[..], br#"{"channel":"/a/b","data":{"x":1}}"#);
-        let joined = join_array([&b, &b]);
-        let framed = encode_delivery_framed("/a/b", &data, None);
-        assert_eq!(&framed[..], br#"[{"channel":"/a/b","data":{"x":1}}]"#);
-        // One framed delivery is its own frame: the very same buffer, no copy.
-        assert_eq!(join_array([&framed]).as_ptr(), framed.as_ptr());
-        assert_eq!(join_array([&framed, &framed]), join_array([&b, &b]));
-        assert_eq!(unframe(&framed), b);
-        assert_eq!(frame(&b), framed);
-        let parsed: serde_json::Value = serde_json::from_slice(&joined).unwrap();
-        assert_eq!(parsed.as_array().unwrap().len(), 2);
-        assert_eq!(&join_array(std::iter::empty::<&Bytes>())[..], b"[]");
+        let framed = Framed::delivery("/a/b", &data, None);
+        assert_eq!(
+            &framed.array()[..],
+            br#"[{"channel":"/a/b","data":{"x":1}}]"#
+        );
+        assert_eq!(framed.object(), br#"{"channel":"/a/b","data":{"x":1}}"#);
+        assert_eq!(Framed::from_object(framed.object()), framed);
+        // One delivery is its own frame: the very same buffer, no copy.
+        assert_eq!(join_array([&framed]).as_ptr(), framed.array().as_ptr());
+        let joined = join_array([&framed, &framed]);
+        assert_eq!(
+            &joined[..],
+            br#"[{"channel":"/a/b","data":{"x":1}},{"channel":"/a/b","data":{"x":1}}]"#
+        );
+        assert_eq!(&join_array(std::iter::empty::<&Framed>())[..], b"[]");
     }
 }

@@ -12,9 +12,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::channel::{ChannelId, ChannelKind, ChannelPattern};
-use crate::codec::{
-    Advice, Limits, Message, MessageId, Reply, encode_delivery_framed, frame, unframe,
-};
+use crate::codec::{Advice, Framed, Limits, Message, MessageId, Reply};
 use crate::error::{Error, Failure, Reconnect};
 use crate::ext::{Decision, Extension, Listener, RequestContext, SecurityPolicy};
 use crate::router::{Backplane, FanOut, Router};
@@ -112,7 +110,7 @@ pub struct Stats {
 #[derive(Debug, Default)]
 pub struct Outcome {
     /// Serialized replies (and, in connect replies, deliveries), in order.
-    pub replies: Vec<Bytes>,
+    pub replies: Vec<Framed>,
     /// A `/meta/connect` to hold: complete it with [`Engine::finish_hold`].
     pub hold: Option<Hold>,
     /// The session the batch was about (created by a handshake, or named by the messages).
@@ -201,7 +199,7 @@ struct Inner {
 /// let batch = decode_batch(br#"[{"channel":"/meta/handshake","version":"1.0",
 ///     "supportedConnectionTypes":["long-polling"],"id":"1"}]"#, &Default::default()).unwrap();
 /// let out = engine.handle_batch(&ctx, batch, now);
-/// let reply: serde_json::Value = serde_json::from_slice(&out.replies[0]).unwrap();
+/// let reply: serde_json::Value = serde_json::from_slice(out.replies[0].object()).unwrap();
 /// assert_eq!(reply["successful"], true);
 /// let client_id = reply["clientId"].as_str().unwrap();
 ///
@@ -372,6 +370,23 @@ impl Engine {
             r.subscription = Some(sub.clone());
         }
         r
+    }
+
+    /// The answer to a request or frame the codec refused (see [`crate::decode_batch`]): the
+    /// failure from the core's error map, with complete advice. It echoes nothing, since nothing
+    /// could be read.
+    pub fn refusal(&self, error: &Error) -> Framed {
+        #[derive(Serialize)]
+        struct Refusal {
+            successful: bool,
+            error: String,
+            advice: Advice,
+        }
+        Framed::encode(&Refusal {
+            successful: false,
+            error: error.bayeux_error(),
+            advice: self.advice(Reconnect::Retry, None),
+        })
     }
 
     /// Finds the session a message names, checking that the request may use it: the session
@@ -658,7 +673,7 @@ impl Engine {
 
     /// Completes a held connect: the reply carries the session's queued messages (unless the
     /// connect was superseded by a newer one) followed by the `/meta/connect` reply.
-    pub fn finish_hold(&self, mut hold: Hold, now: Instant) -> Vec<Bytes> {
+    pub fn finish_hold(&self, mut hold: Hold, now: Instant) -> Vec<Framed> {
         let end = hold.end(now, true);
         let session = hold.session.clone();
         let mut out = end.messages;
@@ -926,7 +941,9 @@ impl Engine {
             sender: None,
             id: None,
         };
-        self.account(self.inner.router.fan_out(&delivery, &frame(message), None))
+        let framed = Framed::from_object(message);
+        let framed = (channel.kind() == ChannelKind::Broadcast).then_some(&framed);
+        self.account(self.inner.router.fan_out(&delivery, framed, None))
     }
 
     /// Delivers `data` on `channel` to one session, bypassing subscriptions.
@@ -937,16 +954,16 @@ impl Engine {
         data: &RawValue,
     ) -> Result<(), Error> {
         let s = self.session(session).ok_or(Error::UnknownSession)?;
-        let bytes = encode_delivery_framed(channel.as_str(), data, None);
-        self.deliver_bytes(&s, channel, data, &bytes)
+        let framed = Framed::delivery(channel.as_str(), data, None);
+        self.deliver_framed(&s, channel, data, &framed)
     }
 
-    fn deliver_bytes(
+    fn deliver_framed(
         &self,
         s: &Arc<Session>,
         channel: &ChannelId,
         data: &RawValue,
-        bytes: &Bytes,
+        framed: &Framed,
     ) -> Result<(), Error> {
         if let Some(cb) = s.local_callback() {
             cb(&Delivery {
@@ -958,7 +975,7 @@ impl Engine {
             });
             return Ok(());
         }
-        let offer = s.offer(bytes);
+        let offer = s.offer(framed);
         if offer.queued() {
             self.inner.stats.deliveries.fetch_add(1, Ordering::Relaxed);
         }
@@ -984,10 +1001,10 @@ impl Engine {
         channel: &ChannelId,
         data: &RawValue,
     ) -> usize {
-        let bytes = encode_delivery_framed(channel.as_str(), data, None);
-        let n = self.deliver_to_principal_local(principal, channel, data, &bytes);
+        let framed = Framed::delivery(channel.as_str(), data, None);
+        let n = self.deliver_to_principal_local(principal, channel, data, &framed);
         if let Some(bp) = self.inner.router.backplane() {
-            bp.deliver_to_principal(principal, &unframe(&bytes));
+            bp.deliver_to_principal(principal, &framed);
         }
         n
     }
@@ -997,11 +1014,11 @@ impl Engine {
         principal: &str,
         channel: &ChannelId,
         data: &RawValue,
-        bytes: &Bytes,
+        framed: &Framed,
     ) -> usize {
         self.sessions_of(principal)
             .iter()
-            .filter(|s| self.deliver_bytes(s, channel, data, bytes).is_ok())
+            .filter(|s| self.deliver_framed(s, channel, data, framed).is_ok())
             .count()
     }
 
@@ -1019,7 +1036,12 @@ impl Engine {
         let Ok(channel) = ChannelId::parse(env.channel) else {
             return 0;
         };
-        self.deliver_to_principal_local(principal, &channel, env.data, &frame(message))
+        self.deliver_to_principal_local(
+            principal,
+            &channel,
+            env.data,
+            &Framed::from_object(message),
+        )
     }
 
     /// Creates a local (server-side) session whose deliveries call `callback`.

@@ -36,8 +36,8 @@ pub mod session;
 
 pub use channel::{ChannelId, ChannelKind, ChannelPattern, Wildcard};
 pub use codec::{
-    Advice, AdviceIn, Limits, Message, MessageId, Raw, Reply, Subscription, decode_batch,
-    encode_batch, encode_delivery, encode_delivery_framed, frame, join_array, unframe,
+    Advice, AdviceIn, Framed, Limits, Message, MessageId, Raw, Reply, Subscription, decode_batch,
+    encode_batch, join_array,
 };
 pub use engine::{Engine, EngineConfig, Hold, LocalSession, Outcome, Stats};
 pub use error::{Error, Failure, Reconnect};

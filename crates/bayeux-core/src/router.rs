@@ -15,21 +15,20 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::RwLock;
 
 use crate::channel::{ChannelId, ChannelKind, ChannelPattern, Wildcard};
-use crate::codec::{encode_delivery_framed, unframe};
+use crate::codec::Framed;
 use crate::session::{Delivery, Offer, Session};
 
 /// Cross-node fan-out seam: a publish or a per-principal delivery made on this node is offered to
 /// the backplane after local delivery, already serialized.
 pub trait Backplane: Send + Sync {
     /// A broadcast published on this node.
-    fn publish(&self, channel: &ChannelId, message: &Bytes);
+    fn publish(&self, channel: &ChannelId, message: &Framed);
     /// A delivery to every session of `principal`, made on this node.
-    fn deliver_to_principal(&self, principal: &str, message: &Bytes);
+    fn deliver_to_principal(&self, principal: &str, message: &Framed);
 }
 
 /// What one fan-out did.
@@ -93,34 +92,30 @@ impl Router {
         self.backplane.read().clone()
     }
 
-    /// Publishes `delivery` on this node: a broadcast is serialized once (framed, see
-    /// [`encode_delivery_framed`]), fanned out, and handed to the backplane; a service message
-    /// reaches local sessions only. `exclude` is a session that must not receive it (the
+    /// Publishes `delivery` on this node: a broadcast is serialized once ([`Framed`]), fanned
+    /// out, and handed to the backplane; a service message reaches local sessions only. `exclude` is a session that must not receive it (the
     /// publisher, when it does not get its own broadcasts).
     pub(crate) fn publish(&self, delivery: &Delivery<'_>, exclude: Option<u64>) -> FanOut {
-        let broadcast = delivery.channel.kind() == ChannelKind::Broadcast;
-        let framed = if broadcast {
-            encode_delivery_framed(delivery.channel.as_str(), delivery.data, delivery.ext)
-        } else {
-            Bytes::new()
-        };
-        let out = self.fan_out(delivery, &framed, exclude);
-        if broadcast && let Some(bp) = self.backplane() {
-            bp.publish(delivery.channel, &unframe(&framed));
+        if delivery.channel.kind() != ChannelKind::Broadcast {
+            return self.fan_out(delivery, None, exclude);
+        }
+        let framed = Framed::delivery(delivery.channel.as_str(), delivery.data, delivery.ext);
+        let out = self.fan_out(delivery, Some(&framed), exclude);
+        if let Some(bp) = self.backplane() {
+            bp.publish(delivery.channel, &framed);
         }
         out
     }
 
-    /// Fans `delivery` out on this node only: `framed` (its serialized form) goes into the queue
-    /// of every matching remote session when the channel is a broadcast one; matching local
-    /// sessions are called back once the router's locks are released.
+    /// Fans `delivery` out on this node only: `framed` (its serialized form, for broadcasts)
+    /// goes into the queue of every matching remote session; matching local sessions are called
+    /// back once the router's locks are released.
     pub(crate) fn fan_out(
         &self,
         delivery: &Delivery<'_>,
-        framed: &Bytes,
+        framed: Option<&Framed>,
         exclude: Option<u64>,
     ) -> FanOut {
-        let broadcast = delivery.channel.kind() == ChannelKind::Broadcast;
         let mut locals: Vec<Arc<Session>> = Vec::new();
         let mut out = FanOut::default();
         self.for_each_subscriber(delivery.channel, |s| {
@@ -129,7 +124,7 @@ impl Router {
             }
             if s.is_local() {
                 locals.push(s.clone());
-            } else if broadcast {
+            } else if let Some(framed) = framed {
                 let offer = s.offer(framed);
                 out.recipients += usize::from(offer.queued());
                 if matches!(offer, Offer::DroppedOldest { .. } | Offer::Refused) {

@@ -9,14 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use dashmap::DashMap;
 #[cfg(not(feature = "model-check"))]
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
 use crate::channel::{ChannelId, ChannelPattern};
-use crate::codec::MessageId;
+use crate::codec::{Framed, MessageId};
 
 /// `bytes` bytes from the operating system's CSPRNG, as `2 * bytes` lowercase hex digits: the
 /// one source of the unguessable tokens of the workspace (session ids, browser cookies, voice
@@ -240,7 +239,7 @@ struct AckState {
     batch: u64,
     /// Messages sent in batch `batch` (and earlier unacknowledged ones), oldest first, waiting
     /// for the client's acknowledgement.
-    unacked: VecDeque<Bytes>,
+    unacked: VecDeque<Framed>,
 }
 
 /// The session's timing settings, copied from the engine's configuration at creation.
@@ -257,7 +256,7 @@ pub(crate) struct Timing {
 }
 
 struct State {
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Framed>,
     waker: Option<Waker>,
     /// Incremented by every connect; a hold whose generation is stale was superseded.
     hold_gen: u64,
@@ -284,7 +283,7 @@ impl State {
 
     /// Takes the messages for a `/meta/connect` reply. With the ack extension, the
     /// unacknowledged messages are sent again with the new ones, under a new batch number.
-    fn drain_for_connect(&mut self) -> Vec<Bytes> {
+    fn drain_for_connect(&mut self) -> Vec<Framed> {
         match self.ack.as_mut() {
             None => self.queue.drain(..).collect(),
             Some(ack) => {
@@ -309,7 +308,7 @@ pub(crate) enum ConnectStart {
     },
     /// Answer now with these messages.
     Answer {
-        messages: Vec<Bytes>,
+        messages: Vec<Framed>,
         /// The browser already holds its allowed long polls: advise `multiple-clients`.
         multiple: bool,
     },
@@ -321,7 +320,7 @@ pub(crate) struct HoldEnd {
     /// Why the session ended, if it has.
     pub closed: Option<RemoveReason>,
     /// The messages for the reply (none when superseded or closed).
-    pub messages: Vec<Bytes>,
+    pub messages: Vec<Framed>,
 }
 
 impl Timing {
@@ -554,7 +553,7 @@ impl Session {
     /// caller instead), applying the overflow policy. With the ack extension, sent messages
     /// not yet acknowledged count toward the bound and, being older than anything queued, are
     /// the first dropped.
-    pub(crate) fn offer(&self, bytes: &Bytes) -> Offer {
+    pub(crate) fn offer(&self, message: &Framed) -> Offer {
         let mut st = self.state.lock();
         if st.closed.is_some() {
             return Offer::Closed;
@@ -578,7 +577,7 @@ impl Session {
                 unacked: dropped_unacked,
             };
         }
-        st.queue.push_back(bytes.clone());
+        st.queue.push_back(message.clone());
         let waker = st.waker.take();
         drop(st);
         if let Some(w) = waker {
@@ -589,7 +588,7 @@ impl Session {
 
     /// Takes every queued message, for transports that write messages as they arrive
     /// (WebSocket without the ack extension). Returns nothing for connect-only sessions.
-    pub fn take_messages(&self) -> Vec<Bytes> {
+    pub fn take_messages(&self) -> Vec<Framed> {
         let mut out = Vec::new();
         self.take_messages_into(&mut out);
         out
@@ -597,7 +596,7 @@ impl Session {
 
     /// As [`Session::take_messages`], appending to `out`, so a writer can reuse one buffer
     /// instead of allocating for every write.
-    pub fn take_messages_into(&self, out: &mut Vec<Bytes>) {
+    pub fn take_messages_into(&self, out: &mut Vec<Framed>) {
         if self.transport.is_polling() {
             return;
         }
@@ -917,9 +916,13 @@ mod tests {
     fn drop_oldest_keeps_the_newest_within_bound() {
         let s = session(3, OverflowPolicy::DropOldest);
         for i in 0..10u8 {
-            s.offer(&Bytes::from(vec![i]));
+            s.offer(&Framed::from_object(&[b'0' + i]));
         }
-        let got: Vec<u8> = s.take_messages().iter().map(|b| b[0]).collect();
+        let got: Vec<u8> = s
+            .take_messages()
+            .iter()
+            .map(|b| b.object()[0] - b'0')
+            .collect();
         assert_eq!(got, [7, 8, 9]);
         assert_eq!(s.dropped(), 7);
     }
@@ -927,11 +930,11 @@ mod tests {
     #[test]
     fn disconnect_policy_refuses_at_bound() {
         let s = session(2, OverflowPolicy::Disconnect);
-        assert_eq!(s.offer(&Bytes::from_static(b"1")), Offer::Queued);
-        assert_eq!(s.offer(&Bytes::from_static(b"2")), Offer::Queued);
-        assert_eq!(s.offer(&Bytes::from_static(b"3")), Offer::Refused);
+        assert_eq!(s.offer(&Framed::from_object(b"1")), Offer::Queued);
+        assert_eq!(s.offer(&Framed::from_object(b"2")), Offer::Queued);
+        assert_eq!(s.offer(&Framed::from_object(b"3")), Offer::Refused);
         assert_eq!(s.queue_len(), 2);
         assert!(s.close(RemoveReason::Disconnected, None, |_| {}));
-        assert_eq!(s.offer(&Bytes::from_static(b"4")), Offer::Closed);
+        assert_eq!(s.offer(&Framed::from_object(b"4")), Offer::Closed);
     }
 }

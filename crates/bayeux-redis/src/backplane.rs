@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bayeux_core::{Backplane, ChannelId, Engine};
+use bayeux_core::{Backplane, ChannelId, Engine, Framed};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -60,8 +60,8 @@ impl std::error::Error for Error {}
 
 /// A message on its way to Redis.
 enum Outbound {
-    Broadcast(ChannelId, Bytes),
-    User(Arc<str>, Bytes),
+    Broadcast(ChannelId, Framed),
+    User(Arc<str>, Framed),
 }
 
 /// A message from Redis: its Redis channel and payload.
@@ -485,11 +485,11 @@ impl RedisBackplane {
 }
 
 impl Backplane for RedisBackplane {
-    fn publish(&self, channel: &ChannelId, message: &Bytes) {
+    fn publish(&self, channel: &ChannelId, message: &Framed) {
         self.enqueue(Outbound::Broadcast(channel.clone(), message.clone()));
     }
 
-    fn deliver_to_principal(&self, principal: &str, message: &Bytes) {
+    fn deliver_to_principal(&self, principal: &str, message: &Framed) {
         self.enqueue(Outbound::User(Arc::from(principal), message.clone()));
     }
 }
@@ -533,7 +533,8 @@ async fn publisher(
                 .arg(FrameArg {
                     origin: &shared.node,
                     seq,
-                    message,
+                    // The wire carries the message object (see `wire`).
+                    message: message.object(),
                 })
                 .ignore();
         }

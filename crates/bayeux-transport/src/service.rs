@@ -451,10 +451,7 @@ impl BayeuxService {
             }
             _ => StatusCode::BAD_REQUEST,
         };
-        json_response(
-            status,
-            error_body(e, self.shared.engine.config().timeout_ms),
-        )
+        json_response(status, self.shared.engine.refusal(e).array().clone())
     }
 
     /// Runs a batch, holding its `/meta/connect` if the engine says so, and returns the JSON
@@ -575,17 +572,6 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
     );
     no_cache(r.headers_mut());
     r
-}
-
-/// The Bayeux failure (a JSON array) for a request or frame the codec refused, with complete
-/// advice.
-pub(crate) fn error_body(e: &CoreError, timeout_ms: u64) -> Bytes {
-    let body = serde_json::json!([{
-        "successful": false,
-        "error": e.bayeux_error(),
-        "advice": {"reconnect": "retry", "interval": 0, "timeout": timeout_ms},
-    }]);
-    Bytes::from(body.to_string())
 }
 
 pub(crate) fn plain(status: StatusCode, text: &str) -> Response<Body> {

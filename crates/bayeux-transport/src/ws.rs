@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bayeux_core::{Hold, RequestContext, Session, Wake, decode_batch, join_array};
+use bayeux_core::{Framed, Hold, RequestContext, Session, Wake, decode_batch, join_array};
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use hyper_tungstenite::HyperWebsocket;
@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::config::TransportConfig;
-use crate::service::{Shared, error_body, stopped};
+use crate::service::{Shared, stopped};
 
 pub(crate) fn socket_config(cfg: &TransportConfig) -> WebSocketConfig {
     WebSocketConfig::default()
@@ -211,7 +211,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
     let mut carried: Option<Option<Result<Message, WsError>>> = None;
     // What to write next, reused for every write: no allocation per wake-up. It only fills while
     // nothing is being written, except for the one reply of a held connect that ends meanwhile.
-    let mut out: Vec<Bytes> = Vec::new();
+    let mut out: Vec<Framed> = Vec::new();
     let mut writer = Writer {
         op: Op::Idle,
         timer: None,
@@ -305,7 +305,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
                                     }
                                     out.extend(outcome.replies);
                                 }
-                                Err(e) => out.push(error_body(&e, engine.config().timeout_ms)),
+                                Err(e) => out.push(engine.refusal(&e)),
                             }
                             // Check the budget before reading on: a frame read here must be
                             // handled, never dropped.

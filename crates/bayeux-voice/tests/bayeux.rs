@@ -17,7 +17,7 @@ fn batch(engine: &Engine, ctx: &RequestContext, msgs: Value) -> Vec<Value> {
         .handle_batch(ctx, msgs, Instant::now())
         .replies
         .iter()
-        .map(|b| serde_json::from_slice(&bayeux_core::unframe(b)).unwrap())
+        .map(|b| serde_json::from_slice(b.object()).unwrap())
         .collect()
 }
 
@@ -58,7 +58,7 @@ fn received(engine: &Engine, client: &str) -> Vec<Value> {
         .unwrap()
         .take_messages()
         .iter()
-        .map(|b| serde_json::from_slice(&bayeux_core::unframe(b)).unwrap())
+        .map(|b| serde_json::from_slice(b.object()).unwrap())
         .collect()
 }
 

@@ -196,7 +196,7 @@ fn offers_racing_a_connect_answer_are_neither_lost_nor_doubled() {
             let s = s.clone();
             thread::spawn(move || {
                 for i in 0..3u8 {
-                    assert_eq!(s.offer(&Bytes::from(vec![i])), Offer::Queued);
+                    assert_eq!(s.offer(&Framed::from_object(&[i])), Offer::Queued);
                 }
             })
         };
@@ -204,13 +204,13 @@ fn offers_racing_a_connect_answer_are_neither_lost_nor_doubled() {
         if let Ok(ConnectStart::Answer { messages, .. }) =
             s.begin_connect(t0, false, None, &timing())
         {
-            got.extend(messages.iter().map(|b| b[0]));
+            got.extend(messages.iter().map(|b| b.object()[0]));
         }
         publisher.join().unwrap();
         if let Ok(ConnectStart::Answer { messages, .. }) =
             s.begin_connect(t0, false, None, &timing())
         {
-            got.extend(messages.iter().map(|b| b[0]));
+            got.extend(messages.iter().map(|b| b.object()[0]));
         }
         assert_eq!(got, [0, 1, 2]);
     });

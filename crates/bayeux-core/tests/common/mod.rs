@@ -205,7 +205,7 @@ pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'sta
 
 /// Joins replies the way a transport does ([`bayeux_core::join_array`]: parts are message
 /// objects or framed one-element arrays) and parses the body into its messages.
-pub fn parse_all(replies: &[bytes::Bytes]) -> Vec<Value> {
+pub fn parse_all(replies: &[bayeux_core::Framed]) -> Vec<Value> {
     let body = bayeux_core::join_array(replies);
     serde_json::from_slice(&body)
         .unwrap_or_else(|e| panic!("body is not a JSON array ({e}): {body:?}"))

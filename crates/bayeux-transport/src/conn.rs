@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 
-use crate::service::Shared;
+use crate::shared::Shared;
 
 /// An accepted TCP connection, counted until it is dropped.
 pub(crate) struct Conn {

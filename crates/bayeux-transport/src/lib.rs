@@ -15,12 +15,17 @@
 pub mod auth;
 pub mod config;
 mod conn;
+mod cookie;
 pub mod metrics;
+mod polling;
 mod server;
 mod service;
+mod shared;
 mod ws;
 
 pub use config::{CookieConfig, Endpoint, Origins, SameSite, TransportConfig};
+pub use cookie::cookie_value;
 pub use metrics::Metrics;
 pub use server::serve;
-pub use service::{BayeuxService, Body, ShutdownHandle, cookie_value};
+pub use service::{BayeuxService, ShutdownHandle};
+pub use shared::Body;

@@ -93,6 +93,12 @@ impl Metrics {
             r(&s.queue_drops),
         );
         line(
+            "bayeux_unacked_drops_total",
+            "counter",
+            "Of the queue drops, messages sent to an ack-extension client and not yet acknowledged.",
+            r(&s.unacked_drops),
+        );
+        line(
             "bayeux_connections",
             "gauge",
             "Open TCP connections.",

@@ -1,42 +1,26 @@
-//! The HTTP side: one service that routes every sub-path of each mount point to the engine over
-//! long-polling (POST), callback-polling (JSONP GET) or WebSocket (GET + upgrade), with CORS and
-//! the browser cookie.
+//! The front door: one service that routes every sub-path of each mount point to a transport,
+//! long-polling (POST) and callback-polling (JSONP GET) in `polling`, WebSocket (GET + upgrade)
+//! in `ws`, after the origin check, CORS and the request context (principal, browser cookie).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bayeux_core::{
-    Engine, Error as CoreError, Message, RequestContext, TransportKind, decode_batch, join_array,
-    random_hex,
-};
+use bayeux_core::{Engine, RequestContext, TransportKind};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use tokio::sync::watch;
 
-use crate::config::{Endpoint, SameSite, TransportConfig};
+use crate::config::{Endpoint, TransportConfig};
+use crate::cookie::browser_id;
 use crate::metrics::Metrics;
-use crate::ws;
-
-/// How much of an oversized body is read and discarded before answering 413, as a multiple of
-/// the body limit (see `read_body`).
-const DRAIN_FACTOR: usize = 4;
-
-/// The response body type of the service.
-pub type Body = Full<Bytes>;
-
-pub(crate) struct Shared {
-    pub engine: Engine,
-    pub config: TransportConfig,
-    pub metrics: Metrics,
-    pub shutdown: watch::Receiver<bool>,
-}
+use crate::shared::{Body, Shared, plain, stopped};
+use crate::{polling, ws};
 
 /// The Bayeux HTTP service: mount it in any hyper or tower (axum) server, or run it with
 /// [`crate::serve`]. Cheap to clone.
@@ -208,9 +192,9 @@ impl BayeuxService {
             };
         }
         if jsonp {
-            self.callback_polling(req, ctx).await
+            polling::callback_polling(&self.shared, req, ctx).await
         } else {
-            self.long_polling(req, ctx).await
+            polling::long_polling(&self.shared, req, ctx).await
         }
     }
 
@@ -229,256 +213,11 @@ impl BayeuxService {
             let (parts, ()) = clone_parts(req);
             ctx.principal = auth.authenticate(&parts);
         }
-        if let Some(b) =
-            cookie_value(req.headers(), &cfg.cookie.name).filter(|b| valid_browser_id(b))
-        {
+        if let Some(b) = browser_id(req.headers(), cfg) {
             ctx.browser = Some(Arc::from(b));
         }
         ctx
     }
-
-    /// A request without the browser cookie that handshakes gets a new browser id: the session
-    /// is bound to it and the cookie is set on the response. Requests without the cookie that
-    /// do not handshake stay unbound (clients that keep no cookies).
-    fn mint_browser(&self, ctx: &mut RequestContext, batch: &[Message]) -> Option<HeaderValue> {
-        if ctx.browser.is_some()
-            || !batch
-                .iter()
-                .any(|m| m.channel.as_deref() == Some("/meta/handshake"))
-        {
-            return None;
-        }
-        let id = random_hex(16);
-        ctx.browser = Some(Arc::from(id.as_str()));
-        HeaderValue::from_str(&set_cookie(&self.shared.config, &id)).ok()
-    }
-
-    /// Reads a request body of at most `max_body_bytes`, within `body_read_timeout`.
-    ///
-    /// A body over the limit gets `413` with `413::message_too_large`. So that the client can
-    /// finish sending and read that answer (closing a socket with unread data makes the kernel
-    /// reset it, and the client sees a broken pipe instead of the 413), the rest of an oversized
-    /// body is read and discarded, up to [`DRAIN_FACTOR`] times the limit; past that, or when the
-    /// declared length already goes past it, the 413 is sent at once with `Connection: close`.
-    async fn read_body<B>(&self, body: B) -> Result<Bytes, Response<Body>>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let limit = self.shared.config.max_body_bytes;
-        let drain_limit = limit.saturating_mul(DRAIN_FACTOR);
-        let too_large = |close: bool| {
-            let mut r = self.bayeux_error(&CoreError::TooLarge { limit });
-            if close {
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            r
-        };
-        let declared = body.size_hint().exact();
-        if declared.is_some_and(|n| n > drain_limit as u64) {
-            return Err(too_large(true));
-        }
-        let read = async move {
-            let mut body = std::pin::pin!(body);
-            // A body that arrives as one frame (the usual case) is kept as is, without a copy;
-            // nothing is reserved from the declared length, which costs the client nothing to
-            // claim.
-            let mut first: Option<Bytes> = None;
-            let mut rest = bytes::BytesMut::new();
-            let mut seen = 0usize;
-            while let Some(frame) = body.frame().await {
-                let Ok(frame) = frame else {
-                    return Err(plain(StatusCode::BAD_REQUEST, "could not read the body"));
-                };
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                seen = seen.saturating_add(data.len());
-                if seen > drain_limit {
-                    return Err(too_large(true));
-                } else if seen > limit {
-                    first = None;
-                    rest = bytes::BytesMut::new();
-                } else if first.is_none() && rest.is_empty() {
-                    first = Some(data);
-                } else {
-                    if let Some(f) = first.take() {
-                        rest.extend_from_slice(&f);
-                    }
-                    rest.extend_from_slice(&data);
-                }
-            }
-            if seen > limit {
-                Err(too_large(false))
-            } else {
-                Ok(first.unwrap_or_else(|| rest.freeze()))
-            }
-        };
-        match tokio::time::timeout(self.shared.config.body_read_timeout, read).await {
-            Ok(r) => r,
-            Err(_) => Err(plain(StatusCode::REQUEST_TIMEOUT, "request body timed out")),
-        }
-    }
-
-    async fn long_polling<B>(&self, req: Request<B>, mut ctx: RequestContext) -> Response<Body>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        self.shared
-            .metrics
-            .http_requests
-            .fetch_add(1, Ordering::Relaxed);
-        let form = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        let body = match Box::pin(self.read_body(req.into_body())).await {
-            Ok(b) => b,
-            Err(resp) => return resp,
-        };
-        // Clients (curl among them) often label a JSON body as form-encoded: a body that starts
-        // like JSON is read as JSON whatever its content type says.
-        let looks_json = body
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|b| *b == b'[' || *b == b'{');
-        let batch = if form && !looks_json {
-            self.decode_form(&body)
-        } else {
-            decode_batch(&body, &self.shared.engine.config().limits)
-        };
-        match batch {
-            Ok(batch) => {
-                let cookie = self.mint_browser(&mut ctx, &batch);
-                let out = self.run_batch(&ctx, batch).await;
-                let mut r = json_response(StatusCode::OK, out);
-                if let Some(c) = cookie {
-                    r.headers_mut().append(header::SET_COOKIE, c);
-                }
-                r
-            }
-            Err(e) => self.bayeux_error(&e),
-        }
-    }
-
-    /// `message=` parameters (each a message or an array), as the spec allows for long-polling.
-    fn decode_form(&self, body: &[u8]) -> Result<Vec<Message>, CoreError> {
-        let limits = self.shared.engine.config().limits;
-        let mut all = Vec::new();
-        for (k, v) in form_urlencoded::parse(body) {
-            if k == "message" {
-                all.extend(decode_batch(v.as_bytes(), &limits)?);
-                if all.len() > limits.max_messages {
-                    return Err(CoreError::TooManyMessages {
-                        limit: limits.max_messages,
-                    });
-                }
-            }
-        }
-        if all.is_empty() {
-            return Err(CoreError::Malformed("no message parameter".into()));
-        }
-        Ok(all)
-    }
-
-    async fn callback_polling<B>(
-        &self,
-        req: Request<B>,
-        mut ctx: RequestContext,
-    ) -> Response<Body> {
-        self.shared
-            .metrics
-            .http_requests
-            .fetch_add(1, Ordering::Relaxed);
-        let query = req.uri().query().unwrap_or("");
-        let mut callback = "jsonpcallback".to_owned();
-        let mut messages = Vec::new();
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            if k == self.shared.config.jsonp_parameter.as_str() {
-                callback = v.into_owned();
-            } else if k == "message" {
-                messages.push(v.into_owned());
-            }
-        }
-        if !valid_callback(&callback) {
-            return plain(StatusCode::BAD_REQUEST, "invalid JSONP callback name");
-        }
-        let limits = self.shared.engine.config().limits;
-        let mut batch = Vec::new();
-        for m in &messages {
-            match decode_batch(m.as_bytes(), &limits) {
-                Ok(b) => batch.extend(b),
-                Err(e) => return self.bayeux_error(&e),
-            }
-        }
-        if batch.len() > limits.max_messages {
-            return self.bayeux_error(&CoreError::TooManyMessages {
-                limit: limits.max_messages,
-            });
-        }
-        if batch.is_empty() {
-            return self.bayeux_error(&CoreError::Malformed("no message parameter".into()));
-        }
-        let cookie = self.mint_browser(&mut ctx, &batch);
-        let out = self.run_batch(&ctx, batch).await;
-        let mut body = Vec::with_capacity(out.len() + callback.len() + 3);
-        body.extend_from_slice(callback.as_bytes());
-        body.push(b'(');
-        body.extend_from_slice(&out);
-        body.extend_from_slice(b");");
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/javascript;charset=utf-8"),
-        );
-        no_cache(r.headers_mut());
-        if let Some(c) = cookie {
-            r.headers_mut().append(header::SET_COOKIE, c);
-        }
-        r
-    }
-
-    /// An HTTP error whose body is a Bayeux failure, for a request the codec refused: 413 for
-    /// the size limits, 400 otherwise.
-    fn bayeux_error(&self, e: &CoreError) -> Response<Body> {
-        let status = match e {
-            CoreError::TooLarge { .. } | CoreError::TooManyMessages { .. } => {
-                self.shared.metrics.oversize.fetch_add(1, Ordering::Relaxed);
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
-            _ => StatusCode::BAD_REQUEST,
-        };
-        json_response(status, self.shared.engine.refusal(e).array().clone())
-    }
-
-    /// Runs a batch, holding its `/meta/connect` if the engine says so, and returns the JSON
-    /// array to send.
-    async fn run_batch(&self, ctx: &RequestContext, batch: Vec<Message>) -> Bytes {
-        let engine = &self.shared.engine;
-        let metrics = &self.shared.metrics;
-        metrics.add_in(batch.len());
-        let mut out = engine.handle_batch(ctx, batch, Instant::now());
-        if let Some(hold) = out.hold.take() {
-            let mut shutdown = self.shared.shutdown.clone();
-            let deadline = tokio::time::Instant::from_std(hold.deadline());
-            tokio::select! {
-                _ = hold.wake() => {}
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = stopped(&mut shutdown) => {}
-            }
-            out.replies.extend(engine.finish_hold(hold, Instant::now()));
-        }
-        metrics.add_out(out.replies.len());
-        join_array(&out.replies)
-    }
-}
-
-/// Completes when shutdown has been signalled.
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 fn clone_parts<B>(req: &Request<B>) -> (http::request::Parts, ()) {
@@ -493,47 +232,6 @@ fn clone_parts<B>(req: &Request<B>) -> (http::request::Parts, ()) {
     b.body(())
         .map(|r| r.into_parts())
         .unwrap_or_else(|_| Request::new(()).into_parts())
-}
-
-fn valid_browser_id(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-fn valid_callback(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '$')
-        && name.len() <= 64
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.')
-}
-
-fn set_cookie(cfg: &TransportConfig, value: &str) -> String {
-    let c = &cfg.cookie;
-    let mut s = format!("{}={}; Path={}", c.name, value, c.path);
-    if c.http_only {
-        s.push_str("; HttpOnly");
-    }
-    if c.secure {
-        s.push_str("; Secure");
-    }
-    match c.same_site {
-        SameSite::Unset => {}
-        SameSite::Lax => s.push_str("; SameSite=Lax"),
-        SameSite::Strict => s.push_str("; SameSite=Strict"),
-        SameSite::None => s.push_str("; SameSite=None"),
-    }
-    s
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
 }
 
 fn preflight(req_headers: &HeaderMap) -> Response<Body> {
@@ -552,34 +250,6 @@ fn preflight(req_headers: &HeaderMap) -> Response<Body> {
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static("86400"),
-    );
-    r
-}
-
-fn no_cache(h: &mut HeaderMap) {
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-store"),
-    );
-}
-
-fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=utf-8"),
-    );
-    no_cache(r.headers_mut());
-    r
-}
-
-pub(crate) fn plain(status: StatusCode, text: &str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(text.to_owned())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain;charset=utf-8"),
     );
     r
 }
@@ -621,27 +291,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn callback_names() {
-        for ok in ["cb", "jsonpcallback", "_x1", "$a.b"] {
-            assert!(valid_callback(ok), "{ok}");
-        }
-        for bad in ["", "1a", "a-b", "a(b)", "alert(1);x", &"a".repeat(65)] {
-            assert!(!valid_callback(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn cookies() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; BAYEUX_BROWSER=abc ; c=3"),
-        );
-        assert_eq!(cookie_value(&h, "BAYEUX_BROWSER"), Some("abc"));
-        assert_eq!(cookie_value(&h, "x"), None);
-    }
 
     #[test]
     fn endpoint_paths() {

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::config::TransportConfig;
-use crate::service::{Shared, stopped};
+use crate::shared::{Shared, stopped};
 
 pub(crate) fn socket_config(cfg: &TransportConfig) -> WebSocketConfig {
     WebSocketConfig::default()

@@ -548,7 +548,7 @@ impl Engine {
             c.max_queue,
             c.overflow,
             &self.inner.timing,
-            now,
+            Some(now),
         ));
         self.add_session(&session);
         let mut r = Reply::new(Some("/meta/handshake"), msg.id.clone(), true);
@@ -1059,7 +1059,7 @@ impl Engine {
             1,
             OverflowPolicy::DropOldest,
             &self.inner.timing,
-            Instant::now(),
+            None,
         ));
         self.inner.live.fetch_add(1, Ordering::Relaxed);
         self.add_session(&session);

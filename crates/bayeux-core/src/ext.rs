@@ -2,7 +2,6 @@
 //! extensions CometD clients expect, `ack` and `timesync`.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -175,14 +174,19 @@ impl Extension for AckExtension {
 /// CometD's timesync extension: answers `ext.timesync {tc, l, o}` on handshake and connect with
 /// `{tc, ts, p, a}` (server time in ms since the epoch; processing time; the client's offset
 /// error).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct TimesyncExtension;
+///
+/// The core reads no clock: the wall clock comes in as a function returning milliseconds since
+/// the Unix epoch (`bayeux_transport::epoch_ms` in a server, a fake one in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct TimesyncExtension {
+    clock: fn() -> i64,
+}
 
-fn epoch_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+impl TimesyncExtension {
+    /// The extension reading the time from `clock` (ms since the Unix epoch).
+    pub fn new(clock: fn() -> i64) -> TimesyncExtension {
+        TimesyncExtension { clock }
+    }
 }
 
 impl Extension for TimesyncExtension {
@@ -196,7 +200,7 @@ impl Extension for TimesyncExtension {
             && let Some(mut map) = ext.parse::<serde_json::Map<String, Value>>()
             && let Some(Value::Object(ts)) = map.get_mut("timesync")
         {
-            ts.insert("ts".into(), json!(epoch_ms()));
+            ts.insert("ts".into(), json!((self.clock)()));
             if let Ok(raw) = crate::codec::Raw::from_value(&map) {
                 message.ext = Some(raw);
             }
@@ -219,11 +223,15 @@ impl Extension for TimesyncExtension {
         };
         let l = ts.get("l").and_then(Value::as_i64).unwrap_or(0);
         let o = ts.get("o").and_then(Value::as_i64).unwrap_or(0);
-        let now = epoch_ms();
+        let now = (self.clock)();
         let received = ts.get("ts").and_then(Value::as_i64).unwrap_or(now);
-        // The client's estimate of server time at reception was tc + o + l.
-        let a = tc + o + l - received;
-        let p = (now - received).max(0);
+        // The client's estimate of server time at reception was tc + o + l. Every term but
+        // `now` comes from the client: saturate instead of overflowing.
+        let a = tc
+            .saturating_add(o)
+            .saturating_add(l)
+            .saturating_sub(received);
+        let p = now.saturating_sub(received).max(0);
         reply.set_ext(
             "timesync",
             json!({"tc": tc, "ts": received, "p": p, "a": a}),

@@ -266,7 +266,7 @@ mod tests {
             10,
             OverflowPolicy::DropOldest,
             &Timing::of(&crate::EngineConfig::default()),
-            Instant::now(),
+            Some(Instant::now()),
         ))
     }
 

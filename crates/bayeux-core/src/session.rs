@@ -262,8 +262,9 @@ struct State {
     hold_gen: u64,
     /// Whether a connect is held now (the session then never expires).
     held: bool,
-    /// When the session expires unless its client is heard from (never while `held`).
-    expires: Instant,
+    /// When the session expires unless its client is heard from (never while `held`); `None`
+    /// for a local session, which lives until it is removed.
+    expires: Option<Instant>,
     /// Whether a first `/meta/connect` has been answered.
     connected: bool,
     closed: Option<RemoveReason>,
@@ -400,7 +401,7 @@ impl Session {
         max_queue: usize,
         overflow: OverflowPolicy,
         timing: &Timing,
-        now: Instant,
+        now: Option<Instant>,
     ) -> Session {
         Session {
             id: SessionId::random(),
@@ -418,7 +419,9 @@ impl Session {
                 waker: None,
                 hold_gen: 0,
                 held: false,
-                expires: now + Duration::from_millis(timing.interval_ms + timing.max_interval_ms),
+                expires: now.map(|now| {
+                    now + Duration::from_millis(timing.interval_ms + timing.max_interval_ms)
+                }),
                 connected: false,
                 closed: None,
                 browser_slot: None,
@@ -524,9 +527,7 @@ impl Session {
     pub(crate) fn touch(&self, now: Instant, timing: &Timing) {
         let mut st = self.state.lock();
         let at_least = now + Duration::from_millis(timing.max_interval_ms);
-        if st.expires < at_least {
-            st.expires = at_least;
-        }
+        st.expires = st.expires.max(Some(at_least));
     }
 
     /// The hold time and interval for this session: the client's advice, else the defaults.
@@ -707,7 +708,7 @@ impl Session {
             // Not held: a slot kept from a superseded connect is given back.
             st.browser_slot = None;
             st.held = false;
-            st.expires = now + st.grace(timing);
+            st.expires = Some(now + st.grace(timing));
             ConnectStart::Answer {
                 messages: st.drain_for_connect(),
                 multiple,
@@ -737,9 +738,7 @@ impl Session {
             st.browser_slot = None;
             st.held = false;
             let expires = at + st.grace(timing);
-            if st.expires < expires {
-                st.expires = expires;
-            }
+            st.expires = st.expires.max(Some(expires));
             if drain && st.closed.is_none() {
                 messages = st.drain_for_connect();
             }
@@ -754,7 +753,7 @@ impl Session {
     /// decision itself is [`Session::close`] with `expired_at`).
     pub(crate) fn is_expired(&self, now: Instant) -> bool {
         let st = self.state.lock();
-        st.closed.is_none() && !st.held && now > st.expires
+        st.closed.is_none() && !st.held && st.expires.is_some_and(|e| now > e)
     }
 
     /// Attaches `patterns` as one step: all of them or none when the session has ended or would
@@ -811,7 +810,7 @@ impl Session {
                 return false;
             }
             if let Some(now) = expired_at
-                && (st.held || now <= st.expires)
+                && (st.held || st.expires.is_none_or(|e| now <= e))
             {
                 return false;
             }
@@ -899,7 +898,7 @@ mod tests {
             max,
             policy,
             &Timing::of(&crate::EngineConfig::default()),
-            Instant::now(),
+            Some(Instant::now()),
         )
     }
 

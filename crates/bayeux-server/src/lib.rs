@@ -61,7 +61,7 @@ impl App {
             None
         };
         engine.add_extension(Arc::new(AckExtension));
-        engine.add_extension(Arc::new(TimesyncExtension));
+        engine.add_extension(Arc::new(TimesyncExtension::new(bayeux_transport::epoch_ms)));
         let mut transport = config.transport()?;
         let voice = if config.voice_enabled {
             let mut vc = config.voice.clone();

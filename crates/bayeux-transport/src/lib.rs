@@ -29,3 +29,12 @@ pub use metrics::Metrics;
 pub use server::serve;
 pub use service::{BayeuxService, ShutdownHandle};
 pub use shared::Body;
+
+/// The wall clock, in milliseconds since the Unix epoch: what the core's timesync extension
+/// reports as server time (`bayeux_core::TimesyncExtension::new(bayeux_transport::epoch_ms)`).
+/// The core reads no clock itself; this crate owns time.
+pub fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -142,7 +142,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let engine = Engine::new(EngineConfig::default());
     engine.add_extension(Arc::new(AckExtension));
-    engine.add_extension(Arc::new(TimesyncExtension));
+    engine.add_extension(Arc::new(TimesyncExtension::new(bayeux_transport::epoch_ms)));
 
     // The demo users; `uri` and `deviceUri` in answers point at this server.
     let config = VoiceConfig {

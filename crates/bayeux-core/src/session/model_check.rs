@@ -36,7 +36,7 @@ fn session(transport: TransportKind, now: Instant) -> Arc<Session> {
         4,
         OverflowPolicy::DropOldest,
         &timing(),
-        now,
+        Some(now),
     ))
 }
 

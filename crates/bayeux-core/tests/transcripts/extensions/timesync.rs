@@ -19,7 +19,8 @@ fn epoch_ms() -> i64 {
 #[test]
 fn timesync_replies_carry_tc_ts_p_and_a() {
     let mut t = t();
-    t.engine.add_extension(Arc::new(TimesyncExtension));
+    t.engine
+        .add_extension(Arc::new(TimesyncExtension::new(epoch_ms)));
     let tc = epoch_ms() - 1000;
     let before = epoch_ms();
     let r = t.send(
@@ -66,7 +67,8 @@ fn timesync_replies_carry_tc_ts_p_and_a() {
 #[test]
 fn timesync_on_a_held_connect_reports_the_hold_as_processing_time() {
     let mut t = t();
-    t.engine.add_extension(Arc::new(TimesyncExtension));
+    t.engine
+        .add_extension(Arc::new(TimesyncExtension::new(epoch_ms)));
     let cid = t.session(&lp());
     let tc = epoch_ms();
     let r = t.connect_with(
@@ -85,4 +87,34 @@ fn timesync_on_a_held_connect_reports_the_hold_as_processing_time() {
         server <= received && p >= 100,
         "ts={server} (request arrived by {received}), p={p}: the hold is counted as clock offset"
     );
+}
+
+/// Every number in `ext.timesync` comes from the client: extreme values saturate instead of
+/// overflowing (which would panic in a debug build and wrap in a release one).
+#[test]
+fn timesync_arithmetic_saturates_on_extreme_client_values() {
+    fn fixed_clock() -> i64 {
+        1_000
+    }
+    let mut t = t();
+    t.engine
+        .add_extension(Arc::new(TimesyncExtension::new(fixed_clock)));
+    for (tc, l, o) in [
+        (i64::MAX, i64::MAX, i64::MAX),
+        (i64::MIN, i64::MIN, i64::MIN),
+        (i64::MAX, 0, i64::MIN),
+    ] {
+        let r = t.send(
+            &lp(),
+            json!([{"channel": "/meta/handshake", "version": "1.0",
+                    "supportedConnectionTypes": ["long-polling"],
+                    "ext": {"timesync": {"tc": tc, "l": l, "o": o}}}]),
+        );
+        assert_eq!(r[0]["successful"], true, "{r:?}");
+        let ts = &r[0]["ext"]["timesync"];
+        assert_eq!(ts["ts"], 1_000);
+        assert_eq!(ts["p"], 0);
+        let want = tc.saturating_add(o).saturating_add(l).saturating_sub(1_000);
+        assert_eq!(ts["a"].as_i64(), Some(want));
+    }
 }

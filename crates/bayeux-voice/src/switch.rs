@@ -25,7 +25,7 @@ use crate::error::VoiceError;
 use crate::model::{
     CallState, CallType, NotificationType, Operation, RecordingState, capabilities, transition,
 };
-use crate::telephony::{CallControl, OutboundCall, Telephony};
+use crate::telephony::{CallControl, NetworkSide, OutboundCall, Telephony};
 use crate::util;
 
 /// The channel of call notifications.
@@ -243,6 +243,25 @@ impl std::fmt::Debug for Switch {
     }
 }
 
+impl NetworkSide for Switch {
+    fn far_end_answered(&self, call_id: &str) -> Result<(), VoiceError> {
+        Switch::far_end_answered(self, call_id)
+    }
+
+    fn far_end_released(&self, call_id: &str) -> Result<(), VoiceError> {
+        Switch::far_end_released(self, call_id)
+    }
+
+    fn inbound_call(
+        &self,
+        user: &str,
+        from: &str,
+        user_data: Option<Map<String, Value>>,
+    ) -> Result<String, VoiceError> {
+        Switch::inbound_call(self, user, from, user_data)
+    }
+}
+
 impl Switch {
     pub fn new(
         config: Arc<VoiceConfig>,
@@ -258,7 +277,7 @@ impl Switch {
             telephony,
             calls_channel: ChannelId::parse(CALLS_CHANNEL).expect("a valid channel name"),
             control: CallControl {
-                switch: weak.clone(),
+                calls: weak.clone() as std::sync::Weak<dyn NetworkSide>,
             },
         })
     }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::error::VoiceError;
-use crate::switch::Switch;
 
 /// An outbound call a user placed to a number that belongs to no configured user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,20 +87,33 @@ impl Telephony for SimulatedTelephony {
 /// is dropped every method fails with [`VoiceError::Internal`].
 #[derive(Clone)]
 pub struct CallControl {
-    pub(crate) switch: Weak<Switch>,
+    pub(crate) calls: Weak<dyn NetworkSide>,
+}
+
+/// What the network side may do to calls: implemented by the voice service's switch. (A trait
+/// here, so that this module, the seam, does not depend on the switch that depends on it.)
+pub(crate) trait NetworkSide: Send + Sync {
+    fn far_end_answered(&self, call_id: &str) -> Result<(), VoiceError>;
+    fn far_end_released(&self, call_id: &str) -> Result<(), VoiceError>;
+    fn inbound_call(
+        &self,
+        user: &str,
+        from: &str,
+        user_data: Option<Map<String, Value>>,
+    ) -> Result<String, VoiceError>;
 }
 
 impl std::fmt::Debug for CallControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallControl")
-            .field("alive", &(self.switch.strong_count() > 0))
+            .field("alive", &(self.calls.strong_count() > 0))
             .finish()
     }
 }
 
 impl CallControl {
-    fn switch(&self) -> Result<Arc<Switch>, VoiceError> {
-        self.switch
+    fn switch(&self) -> Result<Arc<dyn NetworkSide>, VoiceError> {
+        self.calls
             .upgrade()
             .ok_or_else(|| VoiceError::Internal("voice service stopped".into()))
     }

@@ -27,6 +27,9 @@ use tokio::net::TcpListener;
 
 pub use config::ServerConfig;
 
+/// Appends more Prometheus text to every `/metrics` answer (see [`App::with_metrics`]).
+type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
+
 /// The assembled application: one hyper service routing every path.
 #[derive(Clone)]
 pub struct App {
@@ -34,6 +37,7 @@ pub struct App {
     shutdown: ShutdownHandle,
     voice: Option<VoiceApi>,
     backplane: Option<Arc<RedisBackplane>>,
+    extra_metrics: Vec<MetricsSource>,
 }
 
 impl std::fmt::Debug for App {
@@ -87,7 +91,17 @@ impl App {
             shutdown,
             voice,
             backplane,
+            extra_metrics: Vec::new(),
         })
+    }
+
+    /// Adds `source` to `/metrics`: it appends its own Prometheus text (with `# HELP` and
+    /// `# TYPE` lines) on every scrape. The binary adds its allocator's figures this way, since
+    /// only it knows which allocator it runs on. Before [`App::run`]: the app is cloned per
+    /// connection.
+    pub fn with_metrics(mut self, source: impl Fn(&mut String) + Send + Sync + 'static) -> App {
+        self.extra_metrics.push(Arc::new(source));
+        self
     }
 
     /// The voice API, when enabled.
@@ -144,6 +158,17 @@ impl App {
                 if let Some(bp) = &self.backplane {
                     body.push_str(&bp.render_metrics());
                 }
+                if let Some(rss) = process_resident_bytes() {
+                    write_gauge(
+                        &mut body,
+                        "process_resident_memory_bytes",
+                        "Resident set size of the server process (VmRSS).",
+                        rss,
+                    );
+                }
+                for source in &self.extra_metrics {
+                    source(&mut body);
+                }
                 text(StatusCode::OK, "text/plain; version=0.0.4", body)
             }
             p if self.bayeux.matches(p) => self.bayeux.handle(req).await,
@@ -178,6 +203,31 @@ impl App {
     }
 }
 
+/// Appends one gauge in the Prometheus text format: its `# HELP` and `# TYPE` lines and value.
+pub fn write_gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+/// This process's resident set size in bytes, from `/proc/self/status` (`VmRSS`, in kB there,
+/// so no page size is needed); `None` where there is no procfs. The kernel keeps the figure as
+/// a counter, so reading it costs a few microseconds per scrape.
+pub fn process_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -196,5 +246,25 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for App {
     fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gauge_text() {
+        let mut out = String::new();
+        super::write_gauge(&mut out, "x_bytes", "Some bytes.", 42);
+        assert_eq!(
+            out,
+            "# HELP x_bytes Some bytes.\n# TYPE x_bytes gauge\nx_bytes 42\n"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_rss_is_read() {
+        let rss = super::process_resident_bytes().expect("VmRSS");
+        assert!(rss > 1 << 20, "{rss}");
     }
 }

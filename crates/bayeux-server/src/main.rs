@@ -8,6 +8,9 @@ use bayeux_server::{App, ServerConfig};
 use clap::Parser;
 use tokio::net::TcpListener;
 
+#[cfg(feature = "jemalloc")]
+mod allocator;
+
 /// A Bayeux/CometD notification server.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -73,6 +76,8 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    #[cfg(feature = "jemalloc")]
+    allocator::init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -95,6 +100,8 @@ async fn run(config: ServerConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let app = App::build_for(&config, addr)?;
+    #[cfg(feature = "jemalloc")]
+    let app = app.with_metrics(allocator::render_metrics);
     // Scripts and tests read this line to find the port.
     println!(
         "bayeux-server listening on http://{addr} (Bayeux endpoint {})",

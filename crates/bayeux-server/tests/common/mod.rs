@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod burst;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

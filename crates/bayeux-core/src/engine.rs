@@ -156,6 +156,13 @@ impl Hold {
         std::future::poll_fn(|cx| self.poll_wake(cx)).await
     }
 
+    /// The client went away at `now` without taking the answer (its socket closed): the hold
+    /// ends, and the session expires from `now` unless the client comes back. (Dropping a
+    /// `Hold` does the same from its deadline, the latest the client could have been waiting.)
+    pub fn abandon(mut self, now: Instant) {
+        self.end(now, false);
+    }
+
     fn end(&mut self, at: Instant, drain: bool) -> crate::session::HoldEnd {
         self.finished = true;
         self.stats.held_connects.fetch_sub(1, Ordering::Relaxed);

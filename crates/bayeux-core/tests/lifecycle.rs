@@ -468,3 +468,22 @@ fn stress_once(seed: u64) {
     // The far-ahead sweeps did expire sessions while connects raced them.
     assert!(stats.sessions_created.load(Ordering::Relaxed) > 0);
 }
+
+#[test]
+fn an_abandoned_hold_lets_the_session_expire_from_the_moment_the_client_left() {
+    let mut t = Transcript::new(config());
+    let cid = t.session(&ws());
+    assert!(t.connect(&ws(), &cid).is_empty(), "held");
+    t.advance(1_000);
+    // The socket closes 1 s into a 30 s hold: the transport abandons the hold then.
+    t.holds.pop().unwrap().abandon(t.now());
+    assert_eq!(t.engine.stats().held_connects.load(Ordering::Relaxed), 0);
+    t.advance(10_000);
+    assert_eq!(t.engine.sweep(t.now()), 0);
+    t.advance(1);
+    assert_eq!(
+        t.engine.sweep(t.now()),
+        1,
+        "expired max_interval after the client left"
+    );
+}

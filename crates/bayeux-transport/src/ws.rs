@@ -397,6 +397,10 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
             }
         }
     }
-    // Dropping `hold` releases it; the session itself expires through the sweeper unless the
-    // client reconnects (CometD keeps sessions for maxInterval across reconnects).
+    // The socket is gone: its held connect ends now, and the session expires through the
+    // sweeper `interval + maxInterval` from now unless the client reconnects (CometD keeps
+    // sessions for maxInterval across reconnects).
+    if let Some(h) = hold.take() {
+        h.abandon(Instant::now());
+    }
 }

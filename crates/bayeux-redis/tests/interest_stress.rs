@@ -13,6 +13,9 @@ use bayeux_redis::Interest;
 use bayeux_redis::wire::Naming;
 use serde_json::{Value, json};
 
+/// The sessions the threads share: client id and session.
+type Pool = Vec<(String, Arc<Session>)>;
+
 const PATTERNS: [&str; 5] = ["/a", "/a/*", "/a/**", "/b", "/**"];
 
 fn send(engine: &Engine, ctx: &RequestContext, msg: Value) -> bayeux_core::Outcome {
@@ -40,7 +43,7 @@ fn the_interest_map_follows_racing_life_cycles_and_ends_empty() {
     });
     let interest = Arc::new(Interest::new(Naming::new("bayeux")));
     engine.add_listener(interest.clone());
-    let pool: Arc<Mutex<Vec<(String, Arc<Session>)>>> = Arc::default();
+    let pool: Arc<Mutex<Pool>> = Arc::default();
     let threads: Vec<_> = (0..6u64)
         .map(|n| {
             let (engine, pool) = (engine.clone(), pool.clone());

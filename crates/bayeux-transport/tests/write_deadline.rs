@@ -16,7 +16,6 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::MaybeTlsStream;
 
 /// The channel both subscribers listen on.
 const FEED: &str = "/feed";
@@ -37,14 +36,7 @@ async fn tiny_window(addr: SocketAddr) -> TcpStream {
 
 /// A WebSocket over [`tiny_window`].
 async fn tiny_window_ws(addr: SocketAddr) -> Ws {
-    let tcp = tiny_window(addr).await;
-    let (ws, _) = step(
-        "websocket upgrade",
-        tokio_tungstenite::client_async(format!("ws://{addr}/cometd"), MaybeTlsStream::Plain(tcp)),
-    )
-    .await
-    .expect("websocket upgrade");
-    ws
+    ws_over(addr, tiny_window(addr).await).await
 }
 
 /// A WebSocket client that handshakes, subscribes to [`FEED`] and leaves a connect held,

@@ -337,7 +337,7 @@ async fn jsonp_get_is_answered_with_a_callback_call() {
             None,
             &json!([
                 connect_msg(&id, "2", "callback-polling"),
-                {"channel": "/meta/subscribe", "clientId": id, "subscription": "/j", "id": "3"},
+                subscribe_msg(&id, "3", "/j"),
             ]),
         )
         .await;

@@ -43,11 +43,7 @@ async fn tiny_window_ws(addr: SocketAddr) -> Ws {
 /// asking the server to hold it `hold_ms`; returns the clientId.
 async fn subscribed(ws: &mut Ws, hold_ms: u64) -> String {
     let id = ws_handshake(ws).await;
-    ws_send(
-        ws,
-        &json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": FEED, "id": "3"}]),
-    )
-    .await;
+    ws_send(ws, &json!([subscribe_msg(&id, "3", FEED)])).await;
     assert_eq!(
         find(&ws_recv(ws).await, "/meta/subscribe")["successful"],
         true

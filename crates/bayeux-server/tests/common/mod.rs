@@ -168,6 +168,11 @@ impl Received {
     }
 }
 
+/// Records a failure of a control client's loop (which then ends).
+fn fail(received: &Mutex<Received>, what: impl Into<String>) {
+    received.lock().unwrap().errors.push(what.into());
+}
+
 /// Checks that `who` received messages `1..=n` of each expected channel exactly once, in order,
 /// and had no error.
 fn check_received(who: &str, received: &Mutex<Received>, expected: &[(&str, u64)]) {
@@ -243,19 +248,11 @@ impl Control {
                     let r = match tokio::time::timeout(STEP, http.post(connect.to_string())).await {
                         Ok(Ok(r)) => r,
                         Ok(Err(e)) => {
-                            received
-                                .lock()
-                                .unwrap()
-                                .errors
-                                .push(format!("connect failed: {e}"));
+                            fail(&received, format!("connect failed: {e}"));
                             break;
                         }
                         Err(_) => {
-                            received
-                                .lock()
-                                .unwrap()
-                                .errors
-                                .push("connect timed out".into());
+                            fail(&received, "connect timed out");
                             break;
                         }
                     };
@@ -331,19 +328,11 @@ impl WsControl {
                         None => match ws_next(&mut ws, STEP).await {
                             Some(WsEvent::Messages(m)) => m,
                             Some(WsEvent::Closed(c)) => {
-                                received
-                                    .lock()
-                                    .unwrap()
-                                    .errors
-                                    .push(format!("socket closed: {c:?}"));
+                                fail(&received, format!("socket closed: {c:?}"));
                                 break;
                             }
                             None => {
-                                received
-                                    .lock()
-                                    .unwrap()
-                                    .errors
-                                    .push("read timed out".into());
+                                fail(&received, "read timed out");
                                 break;
                             }
                         },
@@ -360,7 +349,7 @@ impl WsControl {
                         n += 1;
                         let connect = json!([connect_msg(&id, &n.to_string(), "websocket")]);
                         if ws.send(Message::text(connect.to_string())).await.is_err() {
-                            received.lock().unwrap().errors.push("send failed".into());
+                            fail(&received, "send failed");
                             break;
                         }
                     }

@@ -1,24 +1,25 @@
-//! Bayeux over the wire, client side: a target URL, WebSocket and long-polling connections, and
-//! the request/response steps every scenario shares (handshake, connect, subscribe,
-//! disconnect). Replies to these are read with a full JSON parse; deliveries never are (see
-//! [`crate::scan`]).
+//! Bayeux over the wire, client side. The connections themselves are `bayeux-test-client`'s
+//! (a [`Target`], [`Http`] keep-alive connections with a browser's cookie jar, WebSockets,
+//! message builders); this module adds what the scenarios share on top: the transport choice,
+//! small WebSocket buffers, and the request/response steps (handshake, connect, subscribe,
+//! disconnect) over either transport, failing with an error rather than a panic. Replies to
+//! these are read with a full JSON parse; deliveries never are (see [`crate::scan`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+pub use bayeux_test_client::{Http, Resp, Target, Ws};
+use bayeux_test_client::{
+    connect_msg, disconnect_msg, handshake_msg, subscribe_msg, successful_reply, ws_open,
+};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::{Request, header};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Errors of the generator: they end a run and are reported as text.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = bayeux_test_client::Error;
 
 /// Result with [`BoxError`].
 pub type Result<T, E = BoxError> = std::result::Result<T, E>;
@@ -55,44 +56,6 @@ impl Transport {
     }
 }
 
-/// Where the server's Bayeux endpoint is: `http://host:port/path` (or `ws://...`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// `host:port`.
-    pub authority: String,
-    /// The endpoint path, e.g. `/cometd`.
-    pub path: String,
-}
-
-impl Target {
-    /// Parses `http://host:port/path` or `ws://host:port/path`.
-    pub fn parse(url: &str) -> Result<Target> {
-        let rest = ["http://", "ws://"]
-            .iter()
-            .find_map(|p| url.strip_prefix(p))
-            .ok_or_else(|| format!("unsupported URL {url}: use http://host:port/path"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if !authority.contains(':') {
-            return Err(format!("URL {url} needs an explicit port").into());
-        }
-        Ok(Target {
-            authority: authority.to_owned(),
-            path: path.to_owned(),
-        })
-    }
-
-    /// The URL as `http://...`.
-    pub fn http_url(&self) -> String {
-        format!("http://{}{}", self.authority, self.path)
-    }
-}
-
-/// A WebSocket to the server.
-pub type Ws = WebSocketStream<TcpStream>;
-
 /// The socket configuration of every generator WebSocket: small buffers, because the default
 /// 128 KiB read buffer per connection is zero-filled on reads (a measured CPU sink) and at
 /// 10,000 connections alone exceeds a GiB.
@@ -103,153 +66,18 @@ pub fn ws_config() -> WebSocketConfig {
         .max_write_buffer_size(16 << 20)
 }
 
-async fn tcp(target: &Target) -> Result<TcpStream> {
-    let s = tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(&target.authority))
-        .await
-        .map_err(|_| format!("connecting to {} timed out", target.authority))??;
-    s.set_nodelay(true)?;
-    Ok(s)
-}
-
 /// Opens a WebSocket to the endpoint.
 pub async fn ws_connect(target: &Target) -> Result<Ws> {
-    let stream = tcp(target).await?;
-    let url = format!("ws://{}{}", target.authority, target.path);
-    let (ws, _) = tokio::time::timeout(
-        STEP_TIMEOUT,
-        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())),
-    )
-    .await
-    .map_err(|_| "WebSocket upgrade timed out")??;
-    Ok(ws)
-}
-
-/// One HTTP/1.1 keep-alive connection with its own cookie jar (one simulated browser), for
-/// long-polling. Reconnects when the server closed it between requests.
-pub struct Http {
-    target: Target,
-    sender: Option<SendRequest<Full<Bytes>>>,
-    /// `Cookie` header value (`a=1; b=2`), from the `Set-Cookie`s received.
-    pub cookies: String,
-}
-
-impl Http {
-    /// A connection to `target` (opened on first use).
-    pub fn new(target: &Target) -> Http {
-        Http {
-            target: target.clone(),
-            sender: None,
-            cookies: String::new(),
-        }
-    }
-
-    /// A connection sharing `other`'s cookies (the same browser).
-    pub fn sibling(other: &Http) -> Http {
-        Http {
-            target: other.target.clone(),
-            sender: None,
-            cookies: other.cookies.clone(),
-        }
-    }
-
-    async fn ready(&mut self) -> Result<&mut SendRequest<Full<Bytes>>> {
-        let alive = match &mut self.sender {
-            Some(s) => s.ready().await.is_ok(),
-            None => false,
-        };
-        if !alive {
-            let io = TokioIo::new(tcp(&self.target).await?);
-            let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            self.sender = Some(sender);
-        }
-        self.sender.as_mut().ok_or_else(|| "no connection".into())
-    }
-
-    /// POSTs a JSON body to the endpoint and returns the response body.
-    pub async fn post(&mut self, body: String) -> Result<Bytes> {
-        let authority = self.target.authority.clone();
-        let path = self.target.path.clone();
-        let cookies = self.cookies.clone();
-        let sender = self.ready().await?;
-        let mut req = Request::post(path)
-            .header(header::HOST, authority)
-            .header(header::CONTENT_TYPE, "application/json;charset=UTF-8");
-        if !cookies.is_empty() {
-            req = req.header(header::COOKIE, cookies);
-        }
-        let resp = sender
-            .send_request(req.body(Full::new(Bytes::from(body)))?)
-            .await?;
-        let status = resp.status();
-        let set: Vec<String> = resp
-            .headers()
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| v.split(';').next())
-            .map(|kv| kv.trim().to_owned())
-            .collect();
-        let body = resp.into_body().collect().await?.to_bytes();
-        for kv in set {
-            self.set_cookie(&kv);
-        }
-        if !status.is_success() {
-            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)).into());
-        }
-        Ok(body)
-    }
-
-    fn set_cookie(&mut self, kv: &str) {
-        let Some((name, _)) = kv.split_once('=') else {
-            return;
-        };
-        let mut parts: Vec<&str> = self
-            .cookies
-            .split("; ")
-            .filter(|p| !p.is_empty() && p.split_once('=').map(|x| x.0) != Some(name))
-            .collect();
-        parts.push(kv);
-        self.cookies = parts.join("; ");
-    }
-
-    /// Drops the connection (the cookies stay).
-    pub fn close(&mut self) {
-        self.sender = None;
-    }
+    ws_open(target, Some(ws_config())).await
 }
 
 /// A Bayeux client connection for request/response steps.
 pub enum Conn {
     /// Over a WebSocket.
     Ws(Box<Ws>),
-    /// Over long-polling.
+    /// Over long-polling: one HTTP/1.1 keep-alive connection with its own cookie jar (one
+    /// simulated browser), reopened when the server closed it between requests.
     Lp(Http),
-}
-
-/// Checks that the reply with id `id` in `frame` is successful.
-fn check_reply(frame: &[u8], id: &str) -> Result<()> {
-    let v: serde_json::Value = serde_json::from_slice(frame)?;
-    let list = match &v {
-        serde_json::Value::Array(a) => a.as_slice(),
-        other => std::slice::from_ref(other),
-    };
-    let reply = list
-        .iter()
-        .find(|m| m.get("id").and_then(|i| i.as_str()) == Some(id))
-        .ok_or_else(|| {
-            format!(
-                "no reply with id {id} in {}",
-                String::from_utf8_lossy(frame)
-            )
-        })?;
-    if reply.get("successful").and_then(|s| s.as_bool()) == Some(true) {
-        Ok(())
-    } else {
-        Err(format!("request failed: {reply}").into())
-    }
 }
 
 impl Conn {
@@ -257,7 +85,7 @@ impl Conn {
     pub async fn open(target: &Target, transport: Transport) -> Result<Conn> {
         Ok(match transport {
             Transport::Websocket => Conn::Ws(Box::new(ws_connect(target).await?)),
-            Transport::LongPolling => Conn::Lp(Http::new(target)),
+            Transport::LongPolling => Conn::Lp(Http::new(target).reconnecting()),
         })
     }
 
@@ -275,15 +103,16 @@ impl Conn {
         let frame = tokio::time::timeout(STEP_TIMEOUT, self.exchange(body, id))
             .await
             .map_err(|_| format!("no reply to message {id} within {STEP_TIMEOUT:?}"))??;
-        check_reply(&frame, id)?;
+        successful_reply(&frame, id)?;
         Ok(frame)
     }
 
     async fn exchange(&mut self, body: String, id: &str) -> Result<Bytes> {
         match self {
-            Conn::Lp(h) => h.post(body).await,
+            Conn::Lp(h) => h.post(body).await?.success(),
             Conn::Ws(ws) => {
                 ws.send(Message::text(body)).await?;
+                // Frames before the reply (deliveries) are skipped unparsed.
                 let needle = format!("\"id\":\"{id}\"");
                 let finder = memchr::memmem::Finder::new(needle.as_bytes());
                 loop {
@@ -308,10 +137,7 @@ impl Conn {
 
     /// `/meta/handshake`; returns the client id.
     pub async fn handshake(&mut self, id: &str) -> Result<String> {
-        let body = format!(
-            r#"[{{"id":"{id}","channel":"/meta/handshake","version":"1.0","minimumVersion":"1.0","supportedConnectionTypes":["{}"]}}]"#,
-            self.transport().name()
-        );
+        let body = json!([handshake_msg(id, &[self.transport().name()])]).to_string();
         let reply = self.request(body, id).await?;
         crate::scan::client_id(&reply).ok_or_else(|| "handshake reply without clientId".into())
     }
@@ -324,9 +150,7 @@ impl Conn {
 
     /// `/meta/subscribe` to `channel`.
     pub async fn subscribe(&mut self, client_id: &str, channel: &str, id: &str) -> Result<()> {
-        let body = format!(
-            r#"[{{"id":"{id}","channel":"/meta/subscribe","clientId":"{client_id}","subscription":"{channel}"}}]"#
-        );
+        let body = json!([subscribe_msg(client_id, id, channel)]).to_string();
         self.request(body, id).await.map(drop)
     }
 
@@ -384,25 +208,22 @@ pub async fn lp_session(target: &Target, channel: Option<&str>) -> Result<(Http,
     }
 }
 
-/// A `/meta/connect` message; `immediate` asks the server not to hold it.
+/// A `/meta/connect` request body; `immediate` asks the server not to hold it.
 pub fn connect_body(client_id: &str, id: &str, transport: Transport, immediate: bool) -> String {
-    let mut s = format!(
-        r#"[{{"id":"{id}","channel":"/meta/connect","clientId":"{client_id}","connectionType":"{}""#,
-        transport.name()
-    );
+    let mut m = connect_msg(client_id, id, transport.name());
     if immediate {
-        s.push_str(r#","advice":{"timeout":0}"#);
+        m["advice"] = json!({"timeout": 0});
     }
-    s.push_str("}]");
-    s
+    json!([m]).to_string()
 }
 
-/// A `/meta/disconnect` message.
+/// A `/meta/disconnect` request body.
 pub fn disconnect_body(client_id: &str, id: &str) -> String {
-    format!(r#"[{{"id":"{id}","channel":"/meta/disconnect","clientId":"{client_id}"}}]"#)
+    json!([disconnect_msg(client_id, id)]).to_string()
 }
 
-/// Appends one publish message (without the enclosing array) to `out`.
+/// Appends one publish message (without the enclosing array) to `out`: the publishers' hot
+/// path, written straight into a reused buffer rather than built as a JSON value.
 pub fn publish_message(out: &mut String, client_id: &str, id: u64, channel: &str, data: &str) {
     let _ = write!(
         out,
@@ -415,21 +236,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets() {
-        let t = Target::parse("http://127.0.0.1:8080/cometd").unwrap();
-        assert_eq!(t.authority, "127.0.0.1:8080");
-        assert_eq!(t.path, "/cometd");
-        assert_eq!(Target::parse("ws://h:1").unwrap().path, "/");
-        assert!(Target::parse("https://h:1/").is_err());
-        assert!(Target::parse("http://h/x").is_err());
-    }
-
-    #[test]
-    fn cookie_jar_replaces_by_name() {
-        let mut h = Http::new(&Target::parse("http://h:1/").unwrap());
-        h.set_cookie("A=1");
-        h.set_cookie("B=2");
-        h.set_cookie("A=3");
-        assert_eq!(h.cookies, "B=2; A=3");
+    fn bodies() {
+        let v: serde_json::Value =
+            serde_json::from_str(&connect_body("c", "7", Transport::LongPolling, true)).unwrap();
+        assert_eq!(v[0]["connectionType"], "long-polling");
+        assert_eq!(v[0]["advice"]["timeout"], 0);
+        let v: serde_json::Value =
+            serde_json::from_str(&connect_body("c", "8", Transport::Websocket, false)).unwrap();
+        assert!(v[0].get("advice").is_none());
+        let mut out = String::new();
+        publish_message(&mut out, "c", 9, "/a", r#"{"seq":1}"#);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["data"]["seq"], 1);
+        assert_eq!(v["id"], "9");
     }
 }

@@ -188,7 +188,7 @@ async fn lp_idle(
         tokio::select! {
             _ = stop.changed() => break,
             r = poll.post(body) => {
-                let b = r?;
+                let b = r?.success()?;
                 if scan(&b, |_| {}).failures > 0 {
                     return Err(String::from_utf8_lossy(&b).into_owned().into());
                 }

@@ -20,8 +20,8 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{Env, Errors, Rng, Shards, Snapshot, fill_resources, per_cpu, progress_bar};
 use crate::clock::{now_us, us_at};
 use crate::conn::{
-    BoxError, Http, Result, Transport, connect_body, disconnect_body, lp_session, publish_message,
-    ws_session,
+    BoxError, Http, Resp, Result, Transport, connect_body, disconnect_body, lp_session,
+    publish_message, ws_session,
 };
 use crate::report::{Latency, RunReport};
 use crate::scan::{payload, scan};
@@ -608,7 +608,7 @@ async fn lp_subscriber(
         let r = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            r = poll.post(body) => r,
+            r = poll.post(body) => r.and_then(Resp::success),
         };
         match r {
             Ok(b) => {
@@ -874,7 +874,7 @@ async fn lp_publisher(
                 n += 1;
                 tokio::select! {
                     _ = stop.changed() => break,
-                    r = poll.post(body) => if let Err(e) = r {
+                    r = poll.post(body) => if let Err(e) = r.and_then(Resp::success) {
                         run.errors.push(format!("publisher {idx} connect: {e}"));
                         break;
                     },
@@ -932,7 +932,7 @@ async fn lp_publisher(
         }
         body.push(']');
         run.published.fetch_add(n as u64, Ordering::Relaxed);
-        match control.post(body.clone()).await {
+        match control.post(body.clone()).await.and_then(Resp::success) {
             Ok(b) => {
                 let info = scan(&b, |_| {});
                 if info.failures > 0 {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bayeux_server::ServerConfig;
 use common::{
     CONTROL_CHANNEL, Control, HTTP_PUBLISH_CHANNEL, Http, HttpPublisher, Publisher, Server, Ws,
-    WsControl, handshake, rss_mib, step, ws_connect, ws_over,
+    WsControl, WsEvent, handshake, rss_mib, step, ws_connect, ws_next, ws_over,
 };
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, StatusCode};
@@ -160,6 +160,9 @@ fn run(body: impl std::future::Future<Output = ()>) {
             .expect("the test exceeded its time bound");
     });
 }
+
+/// The `Content-Type` of a JSON body.
+const JSON: (&str, &str) = ("content-type", "application/json;charset=UTF-8");
 
 /// The Bayeux error string of a refused request's body.
 fn bayeux_error(body: &Value) -> String {
@@ -295,17 +298,18 @@ fn huge_batches_are_refused() {
         let r = post_raw(t.server.addr, "application/x-www-form-urlencoded", form).await;
         assert_batch_refused(&r);
         // A publish batch just over the count limit, real messages: still refused whole.
-        let (id, cookie) = {
+        // Handshaken on one connection, published on another of the same browser.
+        let (id, mut http) = {
             let mut http = Http::connect(t.server.addr).await.unwrap();
-            handshake(&mut http).await
+            (handshake(&mut http).await, http.sibling())
         };
         let msgs: Vec<Value> = (0..1001)
             .map(|i| json!({"channel": "/x", "clientId": id, "data": i}))
             .collect();
-        let mut http = Http::connect(t.server.addr).await.unwrap();
         let r = http
-            .post(Value::from(msgs).to_string(), cookie.as_deref())
-            .await;
+            .post(Value::from(msgs).to_string())
+            .await
+            .expect("POST /cometd");
         assert_batch_refused(&r);
         let mut ws = ws_connect(t.server.addr).await;
         // Refused from its header on: the send may fail if the server resets the socket first.
@@ -390,7 +394,12 @@ fn handshake_flood_is_swept() {
                     "supportedConnectionTypes": ["long-polling"]}])
                 .to_string();
                 for _ in 0..N / CONNS {
-                    let r = http.post(body.clone(), None).await;
+                    // Without a cookie (`post` would send the first handshake's): each handshake
+                    // comes from a new browser.
+                    let r = http
+                        .request(Method::POST, "/cometd", &[JSON], body.clone())
+                        .await
+                        .expect("POST /cometd");
                     assert_eq!(r.json()[0]["successful"], true);
                 }
             }));
@@ -590,7 +599,7 @@ fn publishing_to_many_channels_creates_none() {
         let mut t = Abuse::start().await;
         let baseline = t.server.engine().channel_count();
         let mut http = Http::connect(t.server.addr).await.unwrap();
-        let (id, cookie) = handshake(&mut http).await;
+        let id = handshake(&mut http).await;
         for batch in 0..100 {
             let mut msgs: Vec<Value> = (0..999)
                 .map(
@@ -600,8 +609,9 @@ fn publishing_to_many_channels_creates_none() {
             msgs.push(json!({"channel": "/meta/connect", "clientId": id,
                 "connectionType": "long-polling", "advice": {"timeout": 0}}));
             let r = http
-                .post(Value::from(msgs).to_string(), cookie.as_deref())
-                .await;
+                .post(Value::from(msgs).to_string())
+                .await
+                .expect("POST /cometd");
             let v = r.json();
             let replies = v.as_array().unwrap();
             assert_eq!(replies.len(), 1000);
@@ -633,15 +643,16 @@ fn subscriptions_go_with_their_sessions() {
         let mut sessions = Vec::new();
         for s in 0..10 {
             let mut http = Http::connect(addr).await.unwrap();
-            let (id, cookie) = handshake(&mut http).await;
+            let id = handshake(&mut http).await;
             // Sessions expire 500 ms after their last connect: each one holds a connect (up to
             // 30 s) so that none expires, however long the others take to set up on a loaded
             // machine, before the counts below.
             let r = http
-                .post(connect_msg(&id, 0).to_string(), cookie.as_deref())
-                .await;
+                .post(connect_msg(&id, 0).to_string())
+                .await
+                .expect("POST /cometd");
             assert_eq!(r.json()[0]["successful"], true, "{}", r.json());
-            let held = tokio::spawn(held_connect(addr, id.clone(), cookie.clone()));
+            let held = tokio::spawn(held_connect(http.sibling(), id.clone()));
             let names: Vec<String> = (0..MAX_SUBSCRIPTIONS)
                 .map(|i| {
                     if i % 10 == 0 {
@@ -655,46 +666,46 @@ fn subscriptions_go_with_their_sessions() {
                 .post(
                     json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": names}])
                         .to_string(),
-                    cookie.as_deref(),
                 )
-                .await;
+                .await
+                .expect("POST /cometd");
             assert_eq!(r.json()[0]["successful"], true);
             let r = http
                 .post(
                     json!([{"channel": "/meta/subscribe", "clientId": id,
                         "subscription": "/one/too/many"}])
                     .to_string(),
-                    cookie.as_deref(),
                 )
-                .await;
+                .await
+                .expect("POST /cometd");
             assert_eq!(
                 r.json()[0]["error"],
                 "403:too_many_subscriptions:subscribe_denied"
             );
-            sessions.push((id, cookie, held));
+            // The browser (its cookie) without the connection, which is closed here.
+            sessions.push((id, http.sibling(), held));
             t.sample_rss();
         }
         assert_eq!(engine.channel_count(), baseline + 10 * MAX_SUBSCRIPTIONS);
         // Fresh connections: the server closes a keep-alive connection left idle for the header
         // read timeout (300 ms), which the setup above may well have taken.
-        for (id, cookie, _) in sessions.iter().take(5) {
-            let mut http = Http::connect(addr).await.unwrap();
+        for (id, browser, _) in sessions.iter().take(5) {
+            let mut http = browser.sibling();
             let r = http
-                .post(
-                    json!([{"channel": "/meta/disconnect", "clientId": id}]).to_string(),
-                    cookie.as_deref(),
-                )
-                .await;
+                .post(json!([{"channel": "/meta/disconnect", "clientId": id}]).to_string())
+                .await
+                .expect("POST /cometd");
             assert_eq!(r.json()[0]["successful"], true);
         }
         assert_eq!(engine.channel_count(), baseline + 5 * MAX_SUBSCRIPTIONS);
         // The other five stop holding (a connect answered at once replaces the held one) and are
         // left to expire.
-        for (id, cookie, _) in sessions.iter().skip(5) {
-            let mut http = Http::connect(addr).await.unwrap();
+        for (id, browser, _) in sessions.iter().skip(5) {
+            let mut http = browser.sibling();
             let r = http
-                .post(connect_msg(id, 0).to_string(), cookie.as_deref())
-                .await;
+                .post(connect_msg(id, 0).to_string())
+                .await
+                .expect("POST /cometd");
             let v = r.json();
             let last = v.as_array().and_then(|a| a.last()).expect("a reply");
             assert_eq!(last["successful"], true, "{v}");
@@ -766,7 +777,11 @@ fn guessed_client_ids_get_402() {
                         "data": {"n": 0}, "id": n.to_string()})
                 })
                 .collect();
-            let r = http.post(Value::from(msgs).to_string(), None).await;
+            // No handshake on this connection: no cookie is ever set, none is sent.
+            let r = http
+                .post(Value::from(msgs).to_string())
+                .await
+                .expect("POST /cometd");
             let v = r.json();
             let replies = v.as_array().unwrap();
             assert_eq!(replies.len(), 1000);
@@ -791,24 +806,19 @@ fn connect_msg(id: &str, timeout_ms: u64) -> Value {
 }
 
 /// A `/meta/connect` of session `id` that the server holds (up to 30 s) until it is superseded or
-/// the session ends, on a connection of its own. A session holding a connect does not expire.
-async fn held_connect(
-    addr: std::net::SocketAddr,
-    id: String,
-    cookie: Option<String>,
-) -> common::Resp {
-    let mut http = Http::connect(addr).await.expect("connect");
-    http.post(connect_msg(&id, 30_000).to_string(), cookie.as_deref())
+/// the session ends, on `http`, a connection of its own. A session holding a connect does not
+/// expire.
+async fn held_connect(mut http: Http, id: String) -> common::Resp {
+    http.post(connect_msg(&id, 30_000).to_string())
         .await
+        .expect("POST /cometd")
 }
 
+/// The next text frame, a JSON array (panics on anything else, or after [`common::STEP`]).
 async fn next_text(ws: &mut Ws) -> Value {
-    loop {
-        match step("websocket reply", ws.next()).await {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("JSON frame"),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
+    match ws_next(ws, common::STEP).await {
+        Some(WsEvent::Messages(m)) => Value::from(m),
+        other => panic!("expected a text frame, got {other:?}"),
     }
 }
 

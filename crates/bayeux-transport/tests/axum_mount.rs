@@ -39,7 +39,9 @@ async fn bayeux_under_bayeux_next_to_app_routes() {
 
         let resp = send(
             addr,
-            empty(Method::GET, addr, "/api/hello").body(Full::default()).unwrap(),
+            empty(Method::GET, addr, "/api/hello")
+                .body(Full::default())
+                .unwrap(),
         )
         .await;
         assert_eq!(resp.status, StatusCode::OK);
@@ -49,7 +51,10 @@ async fn bayeux_under_bayeux_next_to_app_routes() {
         for path in ["/bayeux", "/bayeux/handshake"] {
             let resp = send(addr, post(addr, path, hs.clone())).await;
             assert_eq!(resp.status, StatusCode::OK, "{path}");
-            assert_eq!(find(&resp.messages(), "/meta/handshake")["successful"], true);
+            assert_eq!(
+                find(&resp.messages(), "/meta/handshake")["successful"],
+                true
+            );
         }
         let resp = send(addr, post(addr, "/cometd/handshake", hs.clone())).await;
         assert_eq!(resp.status, StatusCode::NOT_FOUND);
@@ -62,8 +67,13 @@ async fn bayeux_under_bayeux_next_to_app_routes() {
             .to_owned();
         let cookie = resp.set_cookies()[0].split(';').next().unwrap().to_owned();
         for n in ["2", "3"] {
-            let mut req = post(addr, "/bayeux/connect", json!([connect_msg(&id, n, "long-polling")]).to_string());
-            req.headers_mut().insert(http::header::COOKIE, cookie.parse().unwrap());
+            let mut req = post(
+                addr,
+                "/bayeux/connect",
+                json!([connect_msg(&id, n, "long-polling")]).to_string(),
+            );
+            req.headers_mut()
+                .insert(http::header::COOKIE, cookie.parse().unwrap());
             let resp = send(addr, req).await;
             assert_eq!(find(&resp.messages(), "/meta/connect")["successful"], true);
         }
@@ -71,14 +81,16 @@ async fn bayeux_under_bayeux_next_to_app_routes() {
         // WebSocket upgrades pass through axum.
         let mut ws = ws_connect(addr, "/bayeux").await;
         let ws_id = ws_handshake(&mut ws).await;
-        ws_send(
-            &mut ws,
-            &json!([{"channel": "/meta/subscribe", "clientId": ws_id, "subscription": "/t", "id": "3"}]),
-        )
-        .await;
-        assert_eq!(find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"], true);
+        ws_send(&mut ws, &json!([subscribe_msg(&ws_id, "3", "/t")])).await;
+        assert_eq!(
+            find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"],
+            true
+        );
         bayeux.engine().publish_json("/t", &"tick").unwrap();
-        assert_eq!(ws_recv(&mut ws).await, vec![json!({"channel": "/t", "data": "tick"})]);
+        assert_eq!(
+            ws_recv(&mut ws).await,
+            vec![json!({"channel": "/t", "data": "tick"})]
+        );
 
         shutdown.shutdown();
         assert_eq!(ws_close_code(&mut ws).await, Some(1001));

@@ -70,7 +70,7 @@ async fn client_id_with_another_browsers_cookie_is_session_unknown() {
         let mut c = s.client();
         c.handshake().await;
         let mut thief = s.client();
-        thief.cookie = Some("BAYEUX_BROWSER=0123456789abcdef0123456789abcdef".into());
+        thief.jar = Jar::with("BAYEUX_BROWSER=0123456789abcdef0123456789abcdef");
         thief.client_id = c.client_id.clone();
         let msgs = thief.try_connect().await;
         let r = &msgs[0];
@@ -92,9 +92,9 @@ async fn client_id_without_a_cookie_is_accepted() {
         let s = server().await;
         let mut c = s.client();
         c.handshake().await;
-        assert!(c.cookie.is_some());
+        assert!(c.jar.get("BAYEUX_BROWSER").is_some());
         let mut cookieless = c.clone();
-        cookieless.cookie = None;
+        cookieless.jar.clear();
         let msgs = cookieless.connect().await;
         assert_eq!(msgs.last().unwrap()["successful"], true, "{msgs:?}");
     })
@@ -115,7 +115,7 @@ async fn strict_browser_refuses_a_client_id_without_its_cookie() {
         let mut c = s.client();
         c.handshake().await;
         let mut cookieless = c.clone();
-        cookieless.cookie = None;
+        cookieless.jar.clear();
         let msgs = cookieless.try_connect().await;
         let r = &msgs[0];
         assert_eq!(r["error"], "402::session_unknown", "{r}");
@@ -133,7 +133,7 @@ async fn second_session_of_a_browser_gets_multiple_clients_advice() {
         let mut a = s.client();
         a.handshake_and_connect().await;
         let mut b = s.client();
-        b.cookie = a.cookie.clone();
+        b.jar = a.jar.clone();
         b.handshake_and_connect().await;
         assert_ne!(a.client_id, b.client_id);
         let held_a = a.spawn_connect();
@@ -337,7 +337,7 @@ async fn jsonp_get_is_answered_with_a_callback_call() {
             None,
             &json!([
                 connect_msg(&id, "2", "callback-polling"),
-                {"channel": "/meta/subscribe", "clientId": id, "subscription": "/j", "id": "3"},
+                subscribe_msg(&id, "3", "/j"),
             ]),
         )
         .await;

@@ -464,11 +464,7 @@ async fn websockets_count_against_the_connection_limit_while_open() {
         );
         // Every slot is taken by a WebSocket: more are refused at accept, however many.
         for _ in 0..3 {
-            let r = step(
-                "refused upgrade",
-                tokio_tungstenite::connect_async(format!("ws://{}/cometd", s.addr)),
-            )
-            .await;
+            let r = step("refused upgrade", ws_open(&Target::from(s.addr), None)).await;
             assert!(r.is_err(), "a WebSocket past the limit was let in");
         }
         assert!(m.connections_refused.load(Relaxed) >= 3);
@@ -495,11 +491,8 @@ async fn websockets_count_against_the_connection_limit_while_open() {
         ));
         let deadline = Instant::now() + Duration::from_secs(3);
         let mut again = loop {
-            if let Ok(Ok((ws, _))) = tokio::time::timeout(
-                STEP,
-                tokio_tungstenite::connect_async(format!("ws://{}/cometd", s.addr)),
-            )
-            .await
+            if let Ok(Ok(ws)) =
+                tokio::time::timeout(STEP, ws_open(&Target::from(s.addr), None)).await
             {
                 break ws;
             }

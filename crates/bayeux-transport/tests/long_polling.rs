@@ -340,7 +340,7 @@ async fn check_superseded(keep_cookies: bool) {
     let mut c = s.client();
     c.keep_cookies = keep_cookies;
     c.handshake_and_connect().await;
-    assert_eq!(c.cookie.is_some(), keep_cookies);
+    assert_eq!(!c.jar.is_empty(), keep_cookies);
     c.subscribe(json!("/x")).await;
     let first = c.spawn_connect();
     // The first must be held before the second is sent (two connections: no order otherwise).
@@ -414,7 +414,10 @@ async fn form_encoded_message_parameters_are_accepted() {
         let s = server(5_000).await;
         let mut c = s.client();
         let hs: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("message", &json!([handshake_msg("1", &["long-polling"])]).to_string())
+            .append_pair(
+                "message",
+                &json!([handshake_msg("1", &["long-polling"])]).to_string(),
+            )
             .finish();
         let req = http::Request::post(format!("http://{}/cometd/handshake", s.addr))
             .header(header::HOST, s.addr.to_string())
@@ -423,7 +426,11 @@ async fn form_encoded_message_parameters_are_accepted() {
             .unwrap();
         let resp = send(s.addr, req).await;
         assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-        assert!(resp.header("content-type").unwrap().starts_with("application/json"));
+        assert!(
+            resp.header("content-type")
+                .unwrap()
+                .starts_with("application/json")
+        );
         let r = find(&resp.messages(), "/meta/handshake").clone();
         assert_eq!(r["successful"], true);
         assert_eq!(r["id"], "1");
@@ -434,14 +441,15 @@ async fn form_encoded_message_parameters_are_accepted() {
             .append_pair("message", &connect_msg(id, "2", "long-polling").to_string())
             .append_pair(
                 "message",
-                &json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/f", "id": "3"}])
-                    .to_string(),
+                &json!([subscribe_msg(id, "3", "/f")]).to_string(),
             )
             .finish();
         let mut req = c.request("/cometd", body);
         req.headers_mut().insert(
             header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded; charset=UTF-8".parse().unwrap(),
+            "application/x-www-form-urlencoded; charset=UTF-8"
+                .parse()
+                .unwrap(),
         );
         let resp = send(s.addr, req).await;
         let msgs = resp.messages();

@@ -46,7 +46,11 @@ async fn handshake_connect_subscribe_publish_over_one_socket() {
     bounded(async {
         let s = server(10_000).await;
         let mut ws = ws_connect(s.addr, "/cometd").await;
-        ws_send(&mut ws, &json!([handshake_msg("1", &["websocket", "long-polling"])])).await;
+        ws_send(
+            &mut ws,
+            &json!([handshake_msg("1", &["websocket", "long-polling"])]),
+        )
+        .await;
         let msgs = ws_recv(&mut ws).await;
         let hs = find(&msgs, "/meta/handshake");
         assert_eq!(hs["successful"], true);
@@ -58,11 +62,7 @@ async fn handshake_connect_subscribe_publish_over_one_socket() {
         let msgs = ws_recv(&mut ws).await;
         assert_eq!(find(&msgs, "/meta/connect")["id"], "2");
 
-        ws_send(
-            &mut ws,
-            &json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/chat", "id": "3"}]),
-        )
-        .await;
+        ws_send(&mut ws, &json!([subscribe_msg(&id, "3", "/chat")])).await;
         let msgs = ws_recv(&mut ws).await;
         let sub = find(&msgs, "/meta/subscribe");
         assert_eq!(sub["successful"], true);
@@ -85,19 +85,34 @@ async fn handshake_connect_subscribe_publish_over_one_socket() {
         .await;
         let reply = msgs.iter().find(|m| m["id"] == "5").expect("publish reply");
         assert_eq!(reply["successful"], true);
-        assert!(reply.get("data").is_none(), "publish replies carry no data: {reply}");
+        assert!(
+            reply.get("data").is_none(),
+            "publish replies carry no data: {reply}"
+        );
         let d = deliveries(&msgs, "/chat");
         assert_eq!(d.len(), 1);
         assert_eq!(d[0]["data"], json!({"text": "hi"}));
-        assert!(d[0].get("clientId").is_none() && d[0].get("id").is_none(), "{}", d[0]);
-        assert!(msgs.iter().all(|m| m["channel"] != "/meta/connect"), "{msgs:?}");
+        assert!(
+            d[0].get("clientId").is_none() && d[0].get("id").is_none(),
+            "{}",
+            d[0]
+        );
+        assert!(
+            msgs.iter().all(|m| m["channel"] != "/meta/connect"),
+            "{msgs:?}"
+        );
 
         // A server-side publish arrives promptly, still without the connect reply.
         let t = Instant::now();
-        s.engine().publish_json("/chat", &json!("from server")).unwrap();
+        s.engine()
+            .publish_json("/chat", &json!("from server"))
+            .unwrap();
         let msgs = ws_recv(&mut ws).await;
         assert!(t.elapsed() < PROMPT, "{:?}", t.elapsed());
-        assert_eq!(msgs, vec![json!({"channel": "/chat", "data": "from server"})]);
+        assert_eq!(
+            msgs,
+            vec![json!({"channel": "/chat", "data": "from server"})]
+        );
     })
     .await;
 }
@@ -110,12 +125,11 @@ async fn waiting_messages_share_one_frame() {
         let s = server(10_000).await;
         let mut ws = ws_connect(s.addr, "/cometd").await;
         let id = ws_handshake(&mut ws).await;
-        ws_send(
-            &mut ws,
-            &json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/t/**", "id": "3"}]),
-        )
-        .await;
-        assert_eq!(find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"], true);
+        ws_send(&mut ws, &json!([subscribe_msg(&id, "3", "/t/**")])).await;
+        assert_eq!(
+            find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"],
+            true
+        );
         for i in 0..3 {
             s.engine().publish_json(&format!("/t/{i}"), &i).unwrap();
         }
@@ -212,13 +226,14 @@ async fn ack_extension_delivers_only_in_connect_replies() {
 
         ws_send(&mut ws, &json!([connect_msg(&id, "2", "websocket")])).await;
         let msgs = ws_recv(&mut ws).await;
-        let b0 = find(&msgs, "/meta/connect")["ext"]["ack"].as_i64().expect("ext.ack batch");
-        ws_send(
-            &mut ws,
-            &json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/acked", "id": "3"}]),
-        )
-        .await;
-        assert_eq!(find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"], true);
+        let b0 = find(&msgs, "/meta/connect")["ext"]["ack"]
+            .as_i64()
+            .expect("ext.ack batch");
+        ws_send(&mut ws, &json!([subscribe_msg(&id, "3", "/acked")])).await;
+        assert_eq!(
+            find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"],
+            true
+        );
 
         let mut connect = connect_msg(&id, "4", "websocket");
         connect["ext"] = json!({"ack": b0});

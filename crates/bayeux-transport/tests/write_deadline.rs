@@ -16,7 +16,6 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::MaybeTlsStream;
 
 /// The channel both subscribers listen on.
 const FEED: &str = "/feed";
@@ -37,25 +36,14 @@ async fn tiny_window(addr: SocketAddr) -> TcpStream {
 
 /// A WebSocket over [`tiny_window`].
 async fn tiny_window_ws(addr: SocketAddr) -> Ws {
-    let tcp = tiny_window(addr).await;
-    let (ws, _) = step(
-        "websocket upgrade",
-        tokio_tungstenite::client_async(format!("ws://{addr}/cometd"), MaybeTlsStream::Plain(tcp)),
-    )
-    .await
-    .expect("websocket upgrade");
-    ws
+    ws_over(addr, tiny_window(addr).await).await
 }
 
 /// A WebSocket client that handshakes, subscribes to [`FEED`] and leaves a connect held,
 /// asking the server to hold it `hold_ms`; returns the clientId.
 async fn subscribed(ws: &mut Ws, hold_ms: u64) -> String {
     let id = ws_handshake(ws).await;
-    ws_send(
-        ws,
-        &json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": FEED, "id": "3"}]),
-    )
-    .await;
+    ws_send(ws, &json!([subscribe_msg(&id, "3", FEED)])).await;
     assert_eq!(
         find(&ws_recv(ws).await, "/meta/subscribe")["successful"],
         true

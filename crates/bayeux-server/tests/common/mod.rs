@@ -1,7 +1,8 @@
-//! Helpers for the abuse suite: the real server app in-process on `127.0.0.1:0`, a raw
-//! HTTP/1.1 client (hyper's connection API, JSON by hand), a long-polling control client that
-//! counts what it receives, a server-side publisher feeding it, WebSocket connections, and the
-//! process's resident memory.
+//! Helpers for the abuse suite: the real server app in-process on `127.0.0.1:0`, the
+//! well-behaved clients running throughout an attack (a long-polling and a WebSocket control
+//! client that count what they receive, a server-side publisher feeding them, a backend
+//! publishing over HTTP), and the process's resident memory. The raw client underneath (HTTP/1.1
+//! keep-alive with the browser cookie, WebSocket, message builders) is `bayeux-test-client`.
 
 #![allow(dead_code)]
 
@@ -14,25 +15,26 @@ use std::time::Duration;
 
 use bayeux_core::Engine;
 use bayeux_server::{App, ServerConfig};
+pub use bayeux_test_client::{Http, Resp, Ws, WsEvent, ws_next};
+use bayeux_test_client::{
+    Target, connect_msg, handshake_msg, publish_msg, subscribe_msg, within, ws_send, ws_upgrade,
+};
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use futures_util::SinkExt;
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 
-/// Upper bound of one exchange that must complete.
+/// Upper bound of one exchange that must complete: longer than the client crate's, because
+/// these exchanges compete with an attack for the two cores.
 pub const STEP: Duration = Duration::from_secs(10);
 
 /// Awaits `f` under [`STEP`], naming it in the panic.
 pub async fn step<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(STEP, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
+    within(STEP, what, f).await
 }
 
 /// The server's resident set size (this process: the server runs in-process), MiB.
@@ -114,108 +116,17 @@ impl Server {
     }
 }
 
-/// A response, collected.
-pub struct Resp {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Resp {
-    /// The body as JSON.
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "{} body is not JSON ({e}): {:?}",
-                self.status,
-                String::from_utf8_lossy(&self.body[..self.body.len().min(300)])
-            )
-        })
-    }
-}
-
-/// One HTTP/1.1 keep-alive connection.
-pub struct Http {
-    sender: SendRequest<Full<Bytes>>,
-    _conn: JoinHandle<()>,
-}
-
-impl Http {
-    /// Connects to `addr`.
-    pub async fn connect(addr: SocketAddr) -> Result<Http, hyper::Error> {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        let conn = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Http {
-            sender,
-            _conn: conn,
-        })
-    }
-
-    /// Sends one request.
-    pub async fn request(
-        &mut self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Result<Resp, hyper::Error> {
-        self.sender.ready().await?;
-        let mut b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, "127.0.0.1");
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        let req = b.body(Full::new(body.into())).expect("request");
-        let resp = self.sender.send_request(req).await?;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(Resp {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
-    }
-
-    /// POSTs JSON to the Bayeux endpoint, with `cookie` if given.
-    pub async fn post(&mut self, body: impl Into<Bytes>, cookie: Option<&str>) -> Resp {
-        let mut headers = vec![("content-type", "application/json;charset=UTF-8")];
-        if let Some(c) = cookie {
-            headers.push(("cookie", c));
-        }
-        self.request(Method::POST, "/cometd", &headers, body)
-            .await
-            .expect("POST /cometd")
-    }
-}
-
-/// A handshake over `http`: the client id and the browser cookie (`name=value`).
-pub async fn handshake(http: &mut Http) -> (String, Option<String>) {
+/// A long-polling handshake over `http`: returns the client id; the browser cookie is kept in
+/// `http.jar` for the requests that follow (and for its siblings).
+pub async fn handshake(http: &mut Http) -> String {
     let r = http
-        .post(
-            json!([{"channel": "/meta/handshake", "version": "1.0", "id": "1",
-                "supportedConnectionTypes": ["long-polling"]}])
-            .to_string(),
-            None,
-        )
-        .await;
+        .post(json!([handshake_msg("1", &["long-polling"])]).to_string())
+        .await
+        .expect("POST /cometd");
     assert_eq!(r.status, StatusCode::OK);
     let v = r.json();
     assert_eq!(v[0]["successful"], true, "{v}");
-    let cookie = r
-        .headers
-        .get(header::SET_COOKIE)
-        .and_then(|c| c.to_str().ok())
-        .and_then(|c| c.split(';').next())
-        .map(str::to_owned);
-    (
-        v[0]["clientId"].as_str().expect("clientId").to_owned(),
-        cookie,
-    )
+    v[0]["clientId"].as_str().expect("clientId").to_owned()
 }
 
 /// The channel the server-side [`Publisher`] feeds.
@@ -259,6 +170,11 @@ impl Received {
     }
 }
 
+/// Records a failure of a control client's loop (which then ends).
+fn fail(received: &Mutex<Received>, what: impl Into<String>) {
+    received.lock().unwrap().errors.push(what.into());
+}
+
 /// Checks that `who` received messages `1..=n` of each expected channel exactly once, in order,
 /// and had no error.
 fn check_received(who: &str, received: &Mutex<Received>, expected: &[(&str, u64)]) {
@@ -293,6 +209,14 @@ async fn wait_received(received: &Mutex<Received>, expected: &[(&str, u64)]) {
     }
 }
 
+/// The subscription of the control clients and their first connect, answered at once: the
+/// subscription is in place when its reply arrives.
+fn subscribe_and_connect(id: &str, connection_type: &str) -> Value {
+    let mut connect = connect_msg(id, "3", connection_type);
+    connect["advice"] = json!({"timeout": 0});
+    json!([subscribe_msg(id, "2", "/control/**"), connect])
+}
+
 /// A well-behaved long-polling client: handshakes, subscribes to `/control/**` and keeps
 /// connecting, recording every message it receives.
 pub struct Control {
@@ -308,16 +232,11 @@ impl Control {
         let mut http = step("control connect", Http::connect(addr))
             .await
             .expect("control connection");
-        let (id, cookie) = step("control handshake", handshake(&mut http)).await;
-        let sub = json!([{"channel": "/meta/subscribe", "clientId": id, "id": "2",
-            "subscription": "/control/**"},
-            {"channel": "/meta/connect", "clientId": id, "id": "3",
-            "connectionType": "long-polling", "advice": {"timeout": 0}}]);
-        let r = step(
-            "control subscribe",
-            http.post(sub.to_string(), cookie.as_deref()),
-        )
-        .await;
+        let id = step("control handshake", handshake(&mut http)).await;
+        let sub = subscribe_and_connect(&id, "long-polling");
+        let r = step("control subscribe", http.post(sub.to_string()))
+            .await
+            .expect("POST /cometd");
         assert_eq!(r.json()[0]["successful"], true, "{}", r.json());
         let received = Arc::new(Mutex::new(Received::default()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -327,29 +246,15 @@ impl Control {
                 let mut n = 10u64;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    let connect = json!([{"channel": "/meta/connect", "clientId": id,
-                        "id": n.to_string(), "connectionType": "long-polling"}]);
-                    let mut headers = vec![("content-type", "application/json")];
-                    if let Some(c) = &cookie {
-                        headers.push(("cookie", c));
-                    }
-                    let sent = http.request(Method::POST, "/cometd", &headers, connect.to_string());
-                    let r = match tokio::time::timeout(STEP, sent).await {
+                    let connect = json!([connect_msg(&id, &n.to_string(), "long-polling")]);
+                    let r = match tokio::time::timeout(STEP, http.post(connect.to_string())).await {
                         Ok(Ok(r)) => r,
                         Ok(Err(e)) => {
-                            received
-                                .lock()
-                                .unwrap()
-                                .errors
-                                .push(format!("connect failed: {e}"));
+                            fail(&received, format!("connect failed: {e}"));
                             break;
                         }
                         Err(_) => {
-                            received
-                                .lock()
-                                .unwrap()
-                                .errors
-                                .push("connect timed out".into());
+                            fail(&received, "connect timed out");
                             break;
                         }
                     };
@@ -393,94 +298,60 @@ pub struct WsControl {
 impl WsControl {
     /// Starts the client against `addr`.
     pub async fn start(addr: SocketAddr) -> WsControl {
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::Message;
         let mut ws = ws_connect(addr).await;
-        let hs = json!([{"channel": "/meta/handshake", "version": "1.0", "id": "1",
-            "supportedConnectionTypes": ["websocket"]}]);
-        step(
-            "ws control handshake",
-            ws.send(Message::text(hs.to_string())),
-        )
-        .await
-        .expect("send");
-        let reply = loop {
-            match step("ws control handshake reply", ws.next()).await {
-                Some(Ok(Message::Text(t))) => break serde_json::from_str::<Value>(&t).unwrap(),
-                Some(Ok(_)) => continue,
-                other => panic!("ws control handshake: {other:?}"),
-            }
+        let hs = json!([handshake_msg("1", &["websocket"])]);
+        step("ws control handshake", ws_send(&mut ws, &hs)).await;
+        let reply = match ws_next(&mut ws, STEP).await {
+            Some(WsEvent::Messages(m)) => m,
+            other => panic!("ws control handshake: {other:?}"),
         };
-        assert_eq!(reply[0]["successful"], true, "{reply}");
+        assert_eq!(reply[0]["successful"], true, "{reply:?}");
         let id = reply[0]["clientId"].as_str().expect("clientId").to_owned();
-        let sub = json!([{"channel": "/meta/subscribe", "clientId": id, "id": "2",
-            "subscription": "/control/**"},
-            {"channel": "/meta/connect", "clientId": id, "id": "3",
-            "connectionType": "websocket", "advice": {"timeout": 0}}]);
-        step(
-            "ws control subscribe",
-            ws.send(Message::text(sub.to_string())),
-        )
-        .await
-        .expect("send");
+        let sub = subscribe_and_connect(&id, "websocket");
+        step("ws control subscribe", ws_send(&mut ws, &sub)).await;
         // The subscription is in place before this returns (and the publishers start): its reply
         // and the first connect's come in one frame.
-        let reply = loop {
-            match step("ws control subscribe reply", ws.next()).await {
-                Some(Ok(Message::Text(t))) => break serde_json::from_str::<Value>(&t).unwrap(),
-                Some(Ok(_)) => continue,
-                other => panic!("ws control subscribe: {other:?}"),
-            }
+        let reply = match ws_next(&mut ws, STEP).await {
+            Some(WsEvent::Messages(m)) => m,
+            other => panic!("ws control subscribe: {other:?}"),
         };
-        assert_eq!(reply[0]["successful"], true, "{reply}");
-        assert_eq!(reply[1]["channel"], "/meta/connect", "{reply}");
+        assert_eq!(reply[0]["successful"], true, "{reply:?}");
+        assert_eq!(reply[1]["channel"], "/meta/connect", "{reply:?}");
         let received = Arc::new(Mutex::new(Received::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let task = {
             let (received, stop) = (received.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut n = 10u64;
-                let mut pending = Some(reply.to_string());
+                let mut pending = Some(reply);
                 while !stop.load(Ordering::Relaxed) {
-                    let next = match pending.take() {
-                        Some(t) => Ok(Some(Ok(Message::text(t)))),
-                        None => tokio::time::timeout(STEP, ws.next()).await,
+                    let messages = match pending.take() {
+                        Some(m) => m,
+                        None => match ws_next(&mut ws, STEP).await {
+                            Some(WsEvent::Messages(m)) => m,
+                            Some(WsEvent::Closed(c)) => {
+                                fail(&received, format!("socket closed: {c:?}"));
+                                break;
+                            }
+                            None => {
+                                fail(&received, "read timed out");
+                                break;
+                            }
+                        },
                     };
-                    let frame = match next {
-                        Ok(Some(Ok(Message::Text(t)))) => t,
-                        Ok(Some(Ok(_))) => continue,
-                        Ok(other) => {
-                            received
-                                .lock()
-                                .unwrap()
-                                .errors
-                                .push(format!("socket: {other:?}"));
-                            break;
-                        }
-                        Err(_) => {
-                            received
-                                .lock()
-                                .unwrap()
-                                .errors
-                                .push("read timed out".into());
-                            break;
-                        }
-                    };
-                    let v: Value = serde_json::from_str(&frame).expect("JSON frame");
                     let mut connect_answered = false;
                     {
                         let mut rec = received.lock().unwrap();
-                        for m in v.as_array().expect("array") {
+                        for m in &messages {
                             connect_answered |= m["channel"] == "/meta/connect";
                             rec.record(m);
                         }
                     }
                     if connect_answered {
                         n += 1;
-                        let connect = json!([{"channel": "/meta/connect", "clientId": id,
-                            "id": n.to_string(), "connectionType": "websocket"}]);
+                        let connect = json!([connect_msg(&id, &n.to_string(), "websocket")]);
                         if ws.send(Message::text(connect.to_string())).await.is_err() {
-                            received.lock().unwrap().errors.push("send failed".into());
+                            fail(&received, "send failed");
                             break;
                         }
                     }
@@ -559,21 +430,20 @@ impl HttpPublisher {
         let mut http = step("http publisher connect", Http::connect(addr))
             .await
             .expect("http publisher connection");
-        let (id, cookie) = step("http publisher handshake", handshake(&mut http)).await;
+        let id = step("http publisher handshake", handshake(&mut http)).await;
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let task = tokio::spawn(async move {
             let (mut n, mut errors) = (0u64, Vec::new());
             while !s.load(Ordering::Relaxed) {
                 n += 1;
-                let msg = json!([{"channel": HTTP_PUBLISH_CHANNEL, "clientId": id,
-                    "id": n.to_string(), "data": {"n": n}}]);
-                let mut headers = vec![("content-type", "application/json")];
-                if let Some(c) = &cookie {
-                    headers.push(("cookie", c));
-                }
-                let sent = http.request(Method::POST, "/cometd", &headers, msg.to_string());
-                match tokio::time::timeout(STEP, sent).await {
+                let msg = json!([publish_msg(
+                    &id,
+                    &n.to_string(),
+                    HTTP_PUBLISH_CHANNEL,
+                    json!({"n": n})
+                )]);
+                match tokio::time::timeout(STEP, http.post(msg.to_string())).await {
                     Ok(Ok(r)) if r.status == StatusCode::OK => {
                         let v = r.json();
                         if v[0]["successful"] != true {
@@ -612,18 +482,14 @@ impl HttpPublisher {
     }
 }
 
-/// A WebSocket client connection to the Bayeux endpoint.
-pub type Ws = WebSocketStream<TcpStream>;
-
-/// Opens a WebSocket to `/cometd` over `stream`.
+/// Opens a WebSocket to `/cometd` over `stream` (bounded by this suite's [`STEP`]).
 pub async fn ws_over(addr: SocketAddr, stream: TcpStream) -> Ws {
-    let (ws, _) = step(
+    step(
         "websocket handshake",
-        tokio_tungstenite::client_async(format!("ws://{addr}/cometd"), stream),
+        ws_upgrade(&Target::from(addr), stream, &[], None),
     )
     .await
-    .expect("websocket upgrade");
-    ws
+    .expect("websocket upgrade")
 }
 
 /// Opens a WebSocket to `/cometd`.

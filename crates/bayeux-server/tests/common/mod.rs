@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use bayeux_core::Engine;
 use bayeux_server::{App, ServerConfig};
+// Re-exported for the test files; not every test binary uses each.
+#[allow(unused_imports)]
 pub use bayeux_test_client::{Http, Resp, Ws, WsEvent, ws_next};
 use bayeux_test_client::{
     Target, connect_msg, handshake_msg, publish_msg, subscribe_msg, within, ws_send, ws_upgrade,

@@ -210,6 +210,12 @@ impl ChannelPattern {
         &self.name
     }
 
+    /// The name, shared: the router, the session and the Redis interest map keep this one
+    /// allocation instead of a copy each.
+    pub fn shared_name(&self) -> &Arc<str> {
+        &self.name
+    }
+
     /// Its wildcard form.
     pub fn wildcard(&self) -> Wildcard {
         match self.wildcard.0 {

@@ -1,7 +1,7 @@
 //! The engine: meta handlers, publish, the in-process API, expiry.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use crate::error::{Error, Failure, Reconnect};
 use crate::ext::{Decision, Extension, Listener, RequestContext, SecurityPolicy};
 use crate::router::{Backplane, FanOut, Router};
 use crate::session::{
-    AttachError, BrowserSlots, ConnectStart, Delivery, LocalCallback, Offer, OverflowPolicy,
+    AttachError, BrowserSlots, ConnectStart, Delivery, LocalCallback, Offer, OverflowPolicy, Owner,
     RemoveReason, Session, Timing, TransportKind, Wake,
 };
 
@@ -40,8 +40,13 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// What happens at that bound.
     pub overflow: OverflowPolicy,
-    /// Maximum number of sessions; handshakes beyond it are refused.
+    /// Maximum number of remote sessions of each endpoint (mount path): every endpoint has its
+    /// own budget, so a flood of handshakes on one cannot lock users out of another. Handshakes
+    /// beyond it are refused with `503::too_many_sessions`.
     pub max_sessions: usize,
+    /// Maximum total bytes of the names one session is subscribed to (with
+    /// `max_subscriptions`, what one session's subscriptions may cost).
+    pub max_subscription_bytes: usize,
     /// Maximum subscriptions of one session.
     pub max_subscriptions: usize,
     /// Whether a publisher receives its own broadcast when subscribed.
@@ -74,6 +79,7 @@ impl Default for EngineConfig {
             overflow: OverflowPolicy::DropOldest,
             max_sessions: 100_000,
             max_subscriptions: 1024,
+            max_subscription_bytes: 32 * 1024,
             broadcast_to_publisher: true,
             max_sessions_per_browser: 1,
             multi_session_interval_ms: 2000,
@@ -184,8 +190,9 @@ struct Inner {
     timing: Timing,
     sessions: DashMap<Arc<str>, Arc<Session>>,
     by_principal: DashMap<Arc<str>, Vec<Arc<Session>>>,
-    /// Sessions counted against `max_sessions` (reserved before a session is created).
-    live: AtomicUsize,
+    /// Live remote sessions of each endpoint (`""` for requests that name none), counted
+    /// against `max_sessions` (reserved before a session is created).
+    endpoint_sessions: DashMap<Arc<str>, usize>,
     browsers: Arc<BrowserSlots>,
     router: Router,
     extensions: RwLock<Arc<Vec<Arc<dyn Extension>>>>,
@@ -260,7 +267,7 @@ impl Engine {
                 timing,
                 sessions: DashMap::new(),
                 by_principal: DashMap::new(),
-                live: AtomicUsize::new(0),
+                endpoint_sessions: DashMap::new(),
                 router: Router::default(),
                 extensions: RwLock::new(Arc::new(Vec::new())),
                 policy: RwLock::new(None),
@@ -526,7 +533,8 @@ impl Engine {
         {
             return Err(Failure::ConnectionTypeUnsupported);
         }
-        if self.inner.live.load(Ordering::Relaxed) >= c.max_sessions {
+        let endpoint: Arc<str> = ctx.endpoint.clone().unwrap_or_else(|| Arc::from(""));
+        if self.endpoint_sessions(&endpoint) >= c.max_sessions {
             return Err(Failure::TooManySessions);
         }
         if let Some(policy) = self.inner.policy.read().clone() {
@@ -536,20 +544,24 @@ impl Engine {
                 Failure::Unauthorized,
             )?;
         }
-        // Reserve the place first, so concurrent handshakes cannot together pass the limit.
-        if self
-            .inner
-            .live
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < c.max_sessions).then_some(n + 1)
-            })
-            .is_err()
+        // Reserve the places first, so concurrent handshakes cannot together pass the limits:
+        // the endpoint's budget, then the connection's quota.
+        if !self.reserve_endpoint_session(&endpoint) {
+            return Err(Failure::TooManySessions);
+        }
+        if let Some(quota) = &ctx.connection
+            && !quota.take()
         {
+            self.release_endpoint_session(&endpoint);
             return Err(Failure::TooManySessions);
         }
         let session = Arc::new(Session::new(
-            ctx.principal.clone(),
-            ctx.browser.clone(),
+            Owner {
+                principal: ctx.principal.clone(),
+                browser: ctx.browser.clone(),
+                endpoint: Some(endpoint.clone()),
+                quota: ctx.connection.clone(),
+            },
             ctx.transport,
             None,
             c.max_queue,
@@ -593,6 +605,33 @@ impl Engine {
         if session.is_closed() {
             self.forget(session);
         }
+    }
+
+    /// Live remote sessions created on `endpoint`.
+    pub fn endpoint_sessions(&self, endpoint: &str) -> usize {
+        self.inner.endpoint_sessions.get(endpoint).map_or(0, |n| *n)
+    }
+
+    fn reserve_endpoint_session(&self, endpoint: &Arc<str>) -> bool {
+        let mut n = self
+            .inner
+            .endpoint_sessions
+            .entry(endpoint.clone())
+            .or_insert(0);
+        if *n >= self.inner.config.max_sessions {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release_endpoint_session(&self, endpoint: &str) {
+        self.inner
+            .endpoint_sessions
+            .remove_if_mut(endpoint, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
     }
 
     /// Takes a session out of the lookup maps (idempotent).
@@ -767,13 +806,18 @@ impl Engine {
     ) -> Result<usize, AttachError> {
         let listeners = self.listeners();
         let mut added = 0;
-        session.attach(patterns, max, |p| {
-            added += 1;
-            self.inner.router.subscribe(p, session);
-            for l in listeners.iter() {
-                l.subscribed(session, p);
-            }
-        })?;
+        session.attach(
+            patterns,
+            max,
+            self.inner.config.max_subscription_bytes,
+            |p| {
+                added += 1;
+                self.inner.router.subscribe(p, session);
+                for l in listeners.iter() {
+                    l.subscribed(session, p);
+                }
+            },
+        )?;
         Ok(added)
     }
 
@@ -1059,8 +1103,10 @@ impl Engine {
     ) -> LocalSession {
         let cb: LocalCallback = Arc::new(callback);
         let session = Arc::new(Session::new(
-            principal.map(Arc::from),
-            None,
+            Owner {
+                principal: principal.map(Arc::from),
+                ..Owner::default()
+            },
             TransportKind::Local,
             Some(cb),
             1,
@@ -1068,7 +1114,6 @@ impl Engine {
             &self.inner.timing,
             None,
         ));
-        self.inner.live.fetch_add(1, Ordering::Relaxed);
         self.add_session(&session);
         LocalSession {
             engine: self.clone(),
@@ -1098,7 +1143,9 @@ impl Engine {
             return false;
         }
         self.forget(session);
-        self.inner.live.fetch_sub(1, Ordering::Relaxed);
+        if let Some(endpoint) = session.endpoint() {
+            self.release_endpoint_session(endpoint);
+        }
         self.inner
             .stats
             .sessions_removed

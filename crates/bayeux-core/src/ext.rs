@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::channel::{ChannelId, ChannelPattern};
 use crate::codec::{Message, Reply};
-use crate::session::{RemoveReason, Session, TransportKind};
+use crate::session::{ConnectionQuota, RemoveReason, Session, TransportKind};
 
 /// Who sent a request: the transport and what it authenticated.
 #[derive(Debug, Clone)]
@@ -21,8 +21,13 @@ pub struct RequestContext {
     /// Whether the request came over HTTP/2 (exempt from the multiple-clients limit).
     pub http2: bool,
     /// The endpoint (mount path) the request arrived on, e.g. `/cometd`, so a security policy
-    /// can treat endpoints differently.
+    /// can treat endpoints differently. Each endpoint has its own session budget
+    /// ([`crate::EngineConfig::max_sessions`]).
     pub endpoint: Option<Arc<str>>,
+    /// The quota of live sessions of the connection the request arrived on (a WebSocket, or a
+    /// keep-alive HTTP connection), when the transport tracks one: a handshake beyond it is
+    /// refused with `503::too_many_sessions`.
+    pub connection: Option<Arc<ConnectionQuota>>,
 }
 
 impl RequestContext {
@@ -34,6 +39,7 @@ impl RequestContext {
             browser: None,
             http2: false,
             endpoint: None,
+            connection: None,
         }
     }
 

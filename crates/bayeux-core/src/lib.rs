@@ -46,6 +46,6 @@ pub use ext::{
 };
 pub use router::{Backplane, Router};
 pub use session::{
-    Delivery, LocalCallback, OverflowPolicy, RemoveReason, Session, SessionId, TransportKind, Wake,
-    random_hex,
+    ConnectionQuota, Delivery, LocalCallback, OverflowPolicy, RemoveReason, Session, SessionId,
+    TransportKind, Wake, random_hex,
 };

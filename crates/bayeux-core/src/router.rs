@@ -145,7 +145,7 @@ impl Router {
     pub fn subscribe(&self, pattern: &ChannelPattern, session: &Arc<Session>) -> bool {
         let entry = self
             .table
-            .entry(Arc::from(pattern.as_str()))
+            .entry(pattern.shared_name().clone())
             .or_insert_with(|| {
                 if pattern.wildcard() != Wildcard::None {
                     self.wildcard_entries.fetch_add(1, Ordering::Relaxed);
@@ -253,14 +253,13 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{OverflowPolicy, Timing, TransportKind};
+    use crate::session::{OverflowPolicy, Owner, Timing, TransportKind};
     use proptest::prelude::*;
     use std::time::Instant;
 
     fn session() -> Arc<Session> {
         Arc::new(Session::new(
-            None,
-            None,
+            Owner::default(),
             TransportKind::WebSocket,
             None,
             10,

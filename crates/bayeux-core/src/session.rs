@@ -5,7 +5,7 @@ use std::any::Any;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -341,7 +341,7 @@ impl Timing {
 pub(crate) enum AttachError {
     /// The session has ended.
     Closed,
-    /// The session would exceed its subscription limit.
+    /// The session would exceed its subscription limits (count or bytes of names).
     TooMany,
 }
 
@@ -364,6 +364,10 @@ pub struct Session {
     key: u64,
     principal: Option<Arc<str>>,
     browser: Option<Arc<str>>,
+    /// The endpoint whose session budget this session counts against (remote sessions).
+    endpoint: Option<Arc<str>>,
+    /// The quota of the connection that created it, given back when it ends.
+    quota: Option<Arc<ConnectionQuota>>,
     transport: TransportKind,
     local: Option<LocalCallback>,
     max_queue: usize,
@@ -373,12 +377,61 @@ pub struct Session {
     ack: AtomicBool,
     /// Lock order: `subscriptions`, then `state`; `state` is never held while taking another
     /// session lock or a router lock.
-    subscriptions: Mutex<HashSet<ChannelPattern>>,
+    subscriptions: Mutex<Subscriptions>,
     state: Mutex<State>,
     attributes: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
 }
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// How many live sessions one connection may have created: taken by a handshake, given back
+/// when that session ends.
+#[derive(Debug)]
+pub struct ConnectionQuota {
+    left: AtomicUsize,
+}
+
+impl ConnectionQuota {
+    /// A quota of `max` live sessions.
+    pub fn new(max: usize) -> Arc<ConnectionQuota> {
+        Arc::new(ConnectionQuota {
+            left: AtomicUsize::new(max),
+        })
+    }
+
+    /// Takes one place; false when none is left.
+    pub(crate) fn take(&self) -> bool {
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Gives a place back.
+    pub(crate) fn give_back(&self) {
+        self.left.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Places left.
+    pub fn left(&self) -> usize {
+        self.left.load(Ordering::Acquire)
+    }
+}
+
+/// A session's subscriptions and the bytes of their names (bounded with the count).
+#[derive(Default)]
+struct Subscriptions {
+    set: HashSet<ChannelPattern>,
+    name_bytes: usize,
+}
+
+/// Where a new session comes from: who it belongs to, and what it counts against.
+#[derive(Debug, Default)]
+pub(crate) struct Owner {
+    pub principal: Option<Arc<str>>,
+    pub browser: Option<Arc<str>>,
+    pub endpoint: Option<Arc<str>>,
+    pub quota: Option<Arc<ConnectionQuota>>,
+}
 
 /// What woke a held connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,10 +445,8 @@ pub enum Wake {
 }
 
 impl Session {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        principal: Option<Arc<str>>,
-        browser: Option<Arc<str>>,
+        owner: Owner,
         transport: TransportKind,
         local: Option<LocalCallback>,
         max_queue: usize,
@@ -406,14 +457,16 @@ impl Session {
         Session {
             id: SessionId::random(),
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
-            principal,
-            browser,
+            principal: owner.principal,
+            browser: owner.browser,
+            endpoint: owner.endpoint,
+            quota: owner.quota,
             transport,
             local,
             max_queue: max_queue.max(1),
             overflow,
             ack: AtomicBool::new(false),
-            subscriptions: Mutex::new(HashSet::new()),
+            subscriptions: Mutex::new(Subscriptions::default()),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 waker: None,
@@ -447,6 +500,11 @@ impl Session {
     /// The authenticated principal the session was created with, if any.
     pub fn principal(&self) -> Option<&str> {
         self.principal.as_deref()
+    }
+
+    /// The endpoint (mount path) the session was created on, if any.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
     }
 
     /// The browser id (`BAYEUX_BROWSER` cookie) the session is bound to, if any.
@@ -492,7 +550,7 @@ impl Session {
 
     /// The channels and patterns the session is subscribed to.
     pub fn subscriptions(&self) -> Vec<ChannelPattern> {
-        let mut v: Vec<_> = self.subscriptions.lock().iter().cloned().collect();
+        let mut v: Vec<_> = self.subscriptions.lock().set.iter().cloned().collect();
         v.sort();
         v
     }
@@ -757,13 +815,14 @@ impl Session {
     }
 
     /// Attaches `patterns` as one step: all of them or none when the session has ended or would
-    /// exceed `max` subscriptions. `added` runs for each new one while the subscriptions are
-    /// locked (so that router and listeners follow the set in the same order as any concurrent
-    /// detach or close).
+    /// exceed `max` subscriptions or `max_bytes` bytes of subscribed names. `added` runs for
+    /// each new one while the subscriptions are locked (so that router and listeners follow the
+    /// set in the same order as any concurrent detach or close).
     pub(crate) fn attach(
         &self,
         patterns: &[ChannelPattern],
         max: usize,
+        max_bytes: usize,
         mut added: impl FnMut(&ChannelPattern),
     ) -> Result<(), AttachError> {
         let mut subs = self.subscriptions.lock();
@@ -771,12 +830,14 @@ impl Session {
             return Err(AttachError::Closed);
         }
         let new: HashSet<&ChannelPattern> =
-            patterns.iter().filter(|p| !subs.contains(*p)).collect();
-        if subs.len() + new.len() > max {
+            patterns.iter().filter(|p| !subs.set.contains(*p)).collect();
+        let new_bytes: usize = new.iter().map(|p| p.as_str().len()).sum();
+        if subs.set.len() + new.len() > max || subs.name_bytes + new_bytes > max_bytes {
             return Err(AttachError::TooMany);
         }
         for p in patterns {
-            if subs.insert(p.clone()) {
+            if subs.set.insert(p.clone()) {
+                subs.name_bytes += p.as_str().len();
                 added(p);
             }
         }
@@ -786,8 +847,9 @@ impl Session {
     /// Detaches `pattern`; `removed` runs while the subscriptions are locked, if it was attached.
     pub(crate) fn detach(&self, pattern: &ChannelPattern, removed: impl FnOnce()) -> bool {
         let mut subs = self.subscriptions.lock();
-        let was = subs.remove(pattern);
+        let was = subs.set.remove(pattern);
         if was {
+            subs.name_bytes -= pattern.as_str().len();
             removed();
         }
         was
@@ -824,10 +886,13 @@ impl Session {
         if let Some(w) = waker {
             w.wake();
         }
-        for p in subs.drain() {
+        for p in subs.set.drain() {
             removed(&p);
         }
-        *subs = HashSet::new();
+        *subs = Subscriptions::default();
+        if let Some(q) = &self.quota {
+            q.give_back();
+        }
         true
     }
 }
@@ -891,8 +956,7 @@ mod tests {
 
     fn session(max: usize, policy: OverflowPolicy) -> Session {
         Session::new(
-            None,
-            None,
+            Owner::default(),
             TransportKind::WebSocket,
             None,
             max,

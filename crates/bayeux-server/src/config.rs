@@ -63,10 +63,14 @@ pub struct BayeuxSection {
     pub max_queue: usize,
     /// `drop-oldest` or `disconnect`.
     pub overflow: String,
-    /// Maximum number of sessions.
+    /// Maximum number of sessions of each endpoint (each has its own budget).
     pub max_sessions: usize,
     /// Maximum subscriptions per session.
     pub max_subscriptions: usize,
+    /// Maximum total bytes of the names one session subscribes to.
+    pub max_subscription_bytes: usize,
+    /// Maximum live sessions one connection may have created.
+    pub max_sessions_per_connection: usize,
     /// Maximum HTTP body, bytes.
     pub max_body_bytes: usize,
     /// Maximum WebSocket message, bytes.
@@ -112,6 +116,8 @@ impl Default for BayeuxSection {
             overflow: "drop-oldest".into(),
             max_sessions: e.max_sessions,
             max_subscriptions: e.max_subscriptions,
+            max_subscription_bytes: e.max_subscription_bytes,
+            max_sessions_per_connection: t.max_sessions_per_connection,
             max_body_bytes: t.max_body_bytes,
             max_ws_message_bytes: t.max_ws_message_bytes,
             max_messages_per_batch: e.limits.max_messages,
@@ -154,6 +160,7 @@ impl ServerConfig {
             overflow,
             max_sessions: b.max_sessions,
             max_subscriptions: b.max_subscriptions,
+            max_subscription_bytes: b.max_subscription_bytes,
             broadcast_to_publisher: b.broadcast_to_publisher,
             max_sessions_per_browser: b.max_sessions_per_browser,
             strict_browser: b.strict_browser,
@@ -188,6 +195,7 @@ impl ServerConfig {
             max_body_bytes: b.max_body_bytes,
             max_ws_message_bytes: b.max_ws_message_bytes,
             max_connections: b.max_connections.max(1),
+            max_sessions_per_connection: b.max_sessions_per_connection.max(1),
             header_read_timeout: Duration::from_millis(b.header_read_timeout_ms.max(1)),
             body_read_timeout: Duration::from_millis(b.body_read_timeout_ms.max(1)),
             ws_ping_interval: Duration::from_millis(b.ws_ping_interval_ms.max(100)),

@@ -118,6 +118,13 @@ pub struct TransportConfig {
     /// Maximum concurrent TCP connections accepted by [`crate::serve`]. A connection counts
     /// until its socket is closed: an upgraded WebSocket keeps its slot for its whole life.
     pub max_connections: usize,
+    /// Maximum live sessions one connection may have created (a WebSocket; a keep-alive HTTP
+    /// connection under [`crate::serve`]): further handshakes on it get
+    /// `503::too_many_sessions`. A browser over HTTP/2 runs all its tabs on one connection,
+    /// one session each. HTTP requests forwarded by a proxy (`Forwarded`, `X-Forwarded-For`)
+    /// are exempt, since a proxy shares its upstream connections between clients; WebSockets
+    /// never are.
+    pub max_sessions_per_connection: usize,
     /// Time allowed to send the request headers. It also bounds how long a keep-alive
     /// connection may sit idle between requests (hyper starts the header timer when it waits for
     /// the next request), so it doubles as the idle timeout of HTTP/1.1 connections.
@@ -167,6 +174,7 @@ impl Default for TransportConfig {
             max_body_bytes: 1 << 20,
             max_ws_message_bytes: 1 << 20,
             max_connections: 20_000,
+            max_sessions_per_connection: 32,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             sweep_period: Duration::from_millis(997),

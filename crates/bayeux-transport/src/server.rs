@@ -12,6 +12,8 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::conn::Conn;
 use crate::service::BayeuxService;
+use bayeux_core::ConnectionQuota;
+use hyper::body::Incoming;
 
 /// Serves `service` on `listener` (HTTP/1.1 and HTTP/2, WebSocket upgrades) until `shutdown`
 /// completes; then stops accepting, lets in-flight requests finish (held connects are answered
@@ -84,7 +86,14 @@ where
         let conn = Conn::new(stream, permit, bayeux.shared.clone());
         let watcher = graceful.watcher();
         let builder = builder.clone();
+        // Every request of this connection carries its session quota: one socket can hold at
+        // most `max_sessions_per_connection` live sessions, whatever it sends.
+        let quota = ConnectionQuota::new(cfg.max_sessions_per_connection);
         let service = service.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(quota.clone());
+            service.call(req)
+        });
         let mut closing = closing_rx.clone();
         tokio::spawn(async move {
             // hyper's header read timeout starts only once the HTTP version is known, after the

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bayeux_core::{Engine, RequestContext, TransportKind};
+use bayeux_core::{ConnectionQuota, Engine, RequestContext, TransportKind};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -216,6 +216,24 @@ impl BayeuxService {
         if let Some(b) = browser_id(req.headers(), cfg) {
             ctx.browser = Some(Arc::from(b));
         }
+        // The connection's session quota, from `serve`; a WebSocket is a connection of its own
+        // even when a host serves the upgrade. A reverse proxy shares its upstream HTTP
+        // connections between many clients (nginx `keepalive`), so a forwarded HTTP request
+        // is not bound by its connection's quota (a client that forges the header gains no more
+        // than opening another connection would; the endpoint's budget still holds).
+        let websocket = kind == TransportKind::WebSocket;
+        let forwarded = req.headers().contains_key(header::FORWARDED)
+            || req.headers().contains_key("x-forwarded-for");
+        ctx.connection = if websocket || !forwarded {
+            req.extensions()
+                .get::<Arc<ConnectionQuota>>()
+                .cloned()
+                .or_else(|| {
+                    websocket.then(|| ConnectionQuota::new(cfg.max_sessions_per_connection))
+                })
+        } else {
+            None
+        };
         ctx
     }
 }

@@ -516,3 +516,89 @@ async fn websockets_count_against_the_connection_limit_while_open() {
     })
     .await;
 }
+
+/// One connection holds at most `max_sessions_per_connection` live sessions, whatever it sends:
+/// a WebSocket that keeps handshaking, and a keep-alive HTTP connection under `serve`, get
+/// `503::too_many_sessions` past the quota; another connection is not affected.
+#[tokio::test]
+async fn one_connection_cannot_create_sessions_past_its_quota() {
+    bounded(async {
+        let s = Server::start(
+            engine_config(5_000),
+            TransportConfig {
+                max_sessions_per_connection: 3,
+                ..TransportConfig::default()
+            },
+        )
+        .await;
+        let mut ws = ws_connect(s.addr, "/cometd").await;
+        for i in 0..5 {
+            ws_send(
+                &mut ws,
+                &json!([handshake_msg(&i.to_string(), &["websocket"])]),
+            )
+            .await;
+            let reply = find(&ws_recv(&mut ws).await, "/meta/handshake").clone();
+            if i < 3 {
+                assert_eq!(reply["successful"], true, "{reply}");
+            } else {
+                assert_eq!(reply["error"], "503::too_many_sessions", "{reply}");
+            }
+        }
+        assert_eq!(s.engine().session_count(), 3);
+        // The same over one keep-alive HTTP connection.
+        let mut http = Http::connect(s.addr).await.expect("connect");
+        for i in 0..5 {
+            let body = json!([handshake_msg(&i.to_string(), &["long-polling"])]).to_string();
+            let r = http.post(body).await.expect("POST");
+            let reply = find(&r.messages(), "/meta/handshake").clone();
+            if i < 3 {
+                assert_eq!(reply["successful"], true, "{reply}");
+            } else {
+                assert_eq!(reply["error"], "503::too_many_sessions", "{reply}");
+            }
+        }
+        // A fresh connection is served.
+        let mut other = ws_connect(s.addr, "/cometd").await;
+        ws_send(&mut other, &json!([handshake_msg("1", &["websocket"])])).await;
+        assert_eq!(
+            find(&ws_recv(&mut other).await, "/meta/handshake")["successful"],
+            true
+        );
+    })
+    .await;
+}
+
+/// A reverse proxy carries many clients over one upstream keep-alive connection: forwarded HTTP
+/// requests are not bound by the connection's quota.
+#[tokio::test]
+async fn forwarded_http_requests_are_not_bound_by_the_proxy_connection_quota() {
+    bounded(async {
+        let s = Server::start(
+            engine_config(5_000),
+            TransportConfig {
+                max_sessions_per_connection: 2,
+                ..TransportConfig::default()
+            },
+        )
+        .await;
+        let mut http = Http::connect(s.addr).await.expect("connect");
+        for i in 0..4 {
+            let body = json!([handshake_msg(&i.to_string(), &["long-polling"])]).to_string();
+            let r = http
+                .request(
+                    Method::POST,
+                    "/cometd",
+                    &[
+                        ("content-type", "application/json"),
+                        ("x-forwarded-for", "203.0.113.7"),
+                    ],
+                    body,
+                )
+                .await
+                .expect("POST");
+            assert_eq!(find(&r.messages(), "/meta/handshake")["successful"], true);
+        }
+    })
+    .await;
+}

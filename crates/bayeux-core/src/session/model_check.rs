@@ -29,8 +29,7 @@ fn timing() -> Timing {
 
 fn session(transport: TransportKind, now: Instant) -> Arc<Session> {
     Arc::new(Session::new(
-        None,
-        None,
+        Owner::default(),
         transport,
         None,
         4,
@@ -78,8 +77,8 @@ fn subscriptions_racing_a_close_leave_nothing_routed() {
         let subscriber = {
             let (s, routed) = (s.clone(), routed.clone());
             thread::spawn(move || {
-                let _ = s.attach(&[p("/a"), p("/b/*")], 8, |x| route(&routed, x));
-                let _ = s.attach(&[p("/c")], 8, |x| route(&routed, x));
+                let _ = s.attach(&[p("/a"), p("/b/*")], 8, 1024, |x| route(&routed, x));
+                let _ = s.attach(&[p("/c")], 8, 1024, |x| route(&routed, x));
             })
         };
         let unsubscriber = {
@@ -98,7 +97,7 @@ fn subscriptions_racing_a_close_leave_nothing_routed() {
         );
         assert!(s.subscriptions().is_empty());
         assert_eq!(
-            s.attach(&[p("/d")], 8, |_| panic!("attached after close")),
+            s.attach(&[p("/d")], 8, 1024, |_| panic!("attached after close")),
             Err(AttachError::Closed)
         );
     });
@@ -114,14 +113,14 @@ fn subscribe_and_unsubscribe_of_one_channel_keep_router_and_session_in_step() {
         let a = {
             let (s, routed) = (s.clone(), routed.clone());
             thread::spawn(move || {
-                let _ = s.attach(&[p("/a")], 8, |x| route(&routed, x));
+                let _ = s.attach(&[p("/a")], 8, 1024, |x| route(&routed, x));
             })
         };
         let b = {
             let (s, routed) = (s.clone(), routed.clone());
             thread::spawn(move || {
                 s.detach(&p("/a"), || unroute(&routed, &p("/a")));
-                let _ = s.attach(&[p("/a")], 8, |x| route(&routed, x));
+                let _ = s.attach(&[p("/a")], 8, 1024, |x| route(&routed, x));
             })
         };
         s.detach(&p("/a"), || unroute(&routed, &p("/a")));

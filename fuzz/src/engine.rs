@@ -738,7 +738,8 @@ impl Runner {
         if let Some(a) = advice.json() {
             msg["advice"] = a;
         }
-        let full = self.alive_count() >= self.config.max_sessions;
+        // The budget counts the endpoint's remote sessions; local sessions have none.
+        let full = self.sessions.iter().filter(|s| s.alive).count() >= self.config.max_sessions;
         let out = self.send(websocket, &msg);
         let replies = parse_replies(&out.replies);
         assert_eq!(replies.len(), 1);

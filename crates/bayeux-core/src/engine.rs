@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::RwLock;
 use serde::Serialize;
@@ -971,30 +970,32 @@ impl Engine {
         Ok(self.publish(&channel, &raw))
     }
 
-    /// Applies a broadcast that another node published (already serialized): local fan-out
-    /// only, never back to the backplane.
-    pub fn publish_from_backplane(&self, channel: &ChannelId, message: &Bytes) -> usize {
-        // Local sessions need the payload; it is only parsed if one is subscribed.
-        #[derive(serde::Deserialize)]
-        struct Env<'a> {
-            #[serde(borrow)]
-            data: &'a RawValue,
-            #[serde(borrow, default)]
-            ext: Option<&'a RawValue>,
-        }
-        let Ok(env) = serde_json::from_slice::<Env<'_>>(message) else {
+    /// Applies a broadcast that another node published: local fan-out only, never back to the
+    /// backplane. Returns the number of local recipients.
+    ///
+    /// The backplane passes the fields it read from what it received, never the received
+    /// bytes: the message clients get is serialized here, so nothing but `channel`, `data` and
+    /// `ext` can reach them whatever the backplane carried. Only broadcast channels: a
+    /// `/meta/**` or `/service/**` channel is refused (returns 0), since neither crosses nodes
+    /// and a forged protocol message (a disconnect) must never reach a client.
+    pub fn publish_from_backplane(
+        &self,
+        channel: &ChannelId,
+        data: &RawValue,
+        ext: Option<&RawValue>,
+    ) -> usize {
+        if channel.kind() != ChannelKind::Broadcast {
             return 0;
-        };
+        }
         let delivery = Delivery {
             channel,
-            data: env.data,
-            ext: env.ext,
+            data,
+            ext,
             sender: None,
             id: None,
         };
-        let framed = Framed::from_object(message);
-        let framed = (channel.kind() == ChannelKind::Broadcast).then_some(&framed);
-        self.account(self.inner.router.fan_out(&delivery, framed, None))
+        let framed = Framed::delivery(channel.as_str(), data, ext);
+        self.account(self.inner.router.fan_out(&delivery, Some(&framed), None))
     }
 
     /// Delivers `data` on `channel` to one session, bypassing subscriptions.
@@ -1073,26 +1074,24 @@ impl Engine {
             .count()
     }
 
-    /// Applies a per-principal delivery made on another node: local sessions only.
-    pub fn deliver_from_backplane(&self, principal: &str, message: &Bytes) -> usize {
-        #[derive(serde::Deserialize)]
-        struct Env<'a> {
-            channel: &'a str,
-            #[serde(borrow)]
-            data: &'a RawValue,
+    /// Applies a per-principal delivery made on another node: local sessions only. Returns the
+    /// number of local recipients.
+    ///
+    /// As for [`Engine::publish_from_backplane`], the message is serialized here from its
+    /// fields (a per-principal delivery has no `ext`), and only on a broadcast channel: a
+    /// backplane can never make a client receive a `/meta/**` message (a forged disconnect) or
+    /// a `/service/**` one.
+    pub fn deliver_from_backplane(
+        &self,
+        principal: &str,
+        channel: &ChannelId,
+        data: &RawValue,
+    ) -> usize {
+        if channel.kind() != ChannelKind::Broadcast {
+            return 0;
         }
-        let Ok(env) = serde_json::from_slice::<Env<'_>>(message) else {
-            return 0;
-        };
-        let Ok(channel) = ChannelId::parse(env.channel) else {
-            return 0;
-        };
-        self.deliver_to_principal_local(
-            principal,
-            &channel,
-            env.data,
-            &Framed::from_object(message),
-        )
+        let framed = Framed::delivery(channel.as_str(), data, None);
+        self.deliver_to_principal_local(principal, channel, data, &framed)
     }
 
     /// Creates a local (server-side) session whose deliveries call `callback`.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bayeux_core::{Backplane, ChannelId, Engine, Framed};
+use bayeux_core::{Backplane, ChannelId, Engine, Framed, Limits};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -180,18 +180,33 @@ impl Shared {
     }
 
     fn invalid(&self, why: Invalid, channel: &[u8]) {
-        add(&self.metrics.invalid, 1);
+        self.metrics.reject(why);
         if self.invalid_log.ready(WARN_EVERY) {
             tracing::warn!(
                 reason = %why,
                 channel = %String::from_utf8_lossy(&channel[..channel.len().min(128)]),
                 total = self.metrics.invalid.load(Ordering::Relaxed),
-                "ignored a corrupt or foreign message on a backplane channel"
+                "ignored a corrupt, forged or foreign message on a backplane channel"
             );
         }
     }
 
+    /// The limits a received message is parsed under: the engine's (depth), with the
+    /// backplane's own size limit.
+    fn limits(&self, engine: &Engine) -> Limits {
+        Limits {
+            max_bytes: self.config.max_message_bytes,
+            ..engine.config().limits
+        }
+    }
+
     /// One message from Redis: checked, deduplicated, matched, then fanned out locally.
+    ///
+    /// Redis is not trusted (see [`wire`]): the message is parsed into its channel, data and
+    /// ext, which must be a broadcast channel and, for a broadcast, the very channel the Redis
+    /// channel routes; the engine serializes what clients get from those fields alone. The
+    /// checks come before deduplication so that a refused message leaves no trace (it cannot
+    /// advance an origin's sequence number and so hide that origin's next real message).
     fn handle_inbound(&self, engine: &Engine, dedup: &mut Dedup, m: Inbound) {
         let target = match self.naming.parse(&m.channel) {
             Ok(t) => t,
@@ -205,34 +220,39 @@ impl Shared {
             add(&self.metrics.own_skipped, 1);
             return;
         }
+        let wanted = match &target {
+            Target::Broadcast(channel) => self.interest.wants_broadcast(channel),
+            Target::User(principal) => self.interest.wants_user(principal),
+        };
+        if !wanted {
+            add(&self.metrics.unmatched, 1);
+            return;
+        }
+        let received = match wire::parse_delivery(&frame.message, &self.limits(engine)) {
+            Ok(r) => r,
+            Err(why) => return self.invalid(why, &m.channel),
+        };
+        if let Target::Broadcast(channel) = &target
+            && received.channel != *channel
+        {
+            // It would reach the subscribers of the other channel, whom this Redis channel
+            // was not routed to.
+            return self.invalid(Invalid::ChannelMismatch, &m.channel);
+        }
         if !dedup.accept(frame.origin, frame.seq, Instant::now()) {
             add(&self.metrics.duplicates, 1);
             return;
         }
+        let data = &received.data.0;
         let delivered = match &target {
-            Target::Broadcast(channel) => {
-                if !self.interest.wants_broadcast(channel) {
-                    add(&self.metrics.unmatched, 1);
-                    return;
-                }
-                if !wire::names_channel(&frame.message, channel.as_str()) {
-                    return self.invalid(Invalid::ChannelMismatch, &m.channel);
-                }
-                engine.publish_from_backplane(channel, &frame.message)
+            Target::Broadcast(_) => {
+                let ext = received.ext.as_ref().map(|e| &*e.0);
+                engine.publish_from_backplane(&received.channel, data, ext)
             }
             Target::User(principal) => {
-                if !self.interest.wants_user(principal) {
-                    add(&self.metrics.unmatched, 1);
-                    return;
-                }
-                engine.deliver_from_backplane(principal, &frame.message)
+                engine.deliver_from_backplane(principal, &received.channel, data)
             }
         };
-        // The engine parses the message only when it has recipients; a message that reached
-        // nobody is checked here so that garbage is counted, not silently swallowed.
-        if delivered == 0 && !wire::is_delivery(&frame.message) {
-            return self.invalid(Invalid::Json, &m.channel);
-        }
         add(&self.metrics.delivered, delivered as u64);
     }
 }
@@ -336,6 +356,12 @@ fn push_sender(
                     shared.invalid(Invalid::Short, b"");
                     return Ok(());
                 };
+                // Refused before it waits in the queue: Redis does not bound what it sends
+                // (512 MB a message), the receive queue bounds only the count.
+                if payload.len() > wire::HEADER_LEN + shared.config.max_message_bytes {
+                    shared.invalid(Invalid::TooLarge, &channel);
+                    return Ok(());
+                }
                 if let Err(mpsc::error::TrySendError::Full(_)) =
                     tx.try_send(Inbound { channel, payload })
                 {
@@ -862,17 +888,99 @@ mod tests {
                 "bayeux:u:agent1",
                 wire::encode(&other, 8, br#"{"channel":"bad","data":1}"#),
             ),
+            // Forged protocol messages to a user: a disconnect, in object and array form.
+            (
+                "bayeux:u:agent1",
+                wire::encode(
+                    &other,
+                    9,
+                    br#"{"channel":"/meta/disconnect","data":{},"successful":true}"#,
+                ),
+            ),
+            (
+                "bayeux:u:agent1",
+                wire::encode(
+                    &other,
+                    10,
+                    br#"[{"channel":"/meta/connect","advice":{"reconnect":"none"}}]"#,
+                ),
+            ),
+            (
+                "bayeux:c:/a/b",
+                wire::encode(
+                    &other,
+                    11,
+                    br#"{"channel":"/a/b","data":1,"channel":"/meta/disconnect"}"#,
+                ),
+            ),
         ];
         let n = cases.len() as u64;
         for (c, p) in cases {
             shared.handle_inbound(&engine, &mut dedup, inbound(c, p));
         }
         assert_eq!(got.load(Ordering::SeqCst), 0);
-        assert_eq!(shared.metrics.invalid.load(Ordering::Relaxed), n);
-        // And the next good message still goes through.
-        let ok = wire::encode(&other, 9, br#"{"channel":"/a/z","data":true}"#);
+        let m = &shared.metrics;
+        assert_eq!(m.invalid.load(Ordering::Relaxed), n);
+        let by_reason: u64 = Invalid::ALL.iter().map(|r| m.rejected(*r)).sum();
+        assert_eq!(by_reason, n);
+        assert_eq!(m.rejected(Invalid::Channel), 3);
+        assert_eq!(m.rejected(Invalid::ChannelMismatch), 1);
+        assert_eq!(m.rejected(Invalid::NotBroadcast), 1);
+        assert_eq!(m.rejected(Invalid::NotObject), 2);
+        assert_eq!(m.rejected(Invalid::Malformed), 4);
+        // And the next good message still goes through, although its sequence number is
+        // below the refused ones': a refused message does not count as seen.
+        let ok = wire::encode(&other, 1, br#"{"channel":"/a/z","data":true}"#);
         shared.handle_inbound(&engine, &mut dedup, inbound("bayeux:c:/a/z", ok));
         assert_eq!(got.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn what_reaches_a_session_is_rebuilt_from_the_fields() {
+        let (engine, shared, _, _s) = setup("/x");
+        let mut dedup = Dedup::default();
+        let other = NodeId([1; 16]);
+        // A remote (queued) session of agent1 on /a/*.
+        let ctx = bayeux_core::RequestContext::new(bayeux_core::TransportKind::WebSocket)
+            .with_principal("agent1");
+        let hs = bayeux_core::decode_batch(
+            br#"{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]}"#,
+            &Default::default(),
+        )
+        .unwrap();
+        let session = engine
+            .handle_batch(&ctx, hs, Instant::now())
+            .session
+            .unwrap();
+        assert!(engine.subscribe_session(
+            &session,
+            &bayeux_core::ChannelPattern::parse("/a/*").unwrap()
+        ));
+        let forged = br#" {"channel":"/a/b","data":{"k":1},"ext":{"e":2},"successful":false,"advice":{"reconnect":"none"},"clientId":"x"} "#;
+        shared.handle_inbound(
+            &engine,
+            &mut dedup,
+            inbound("bayeux:c:/a/b", wire::encode(&other, 1, forged)),
+        );
+        let user =
+            br#"{"channel":"/v2/me/calls","data":[1],"ext":{"e":2},"advice":{"reconnect":"none"}}"#;
+        shared.handle_inbound(
+            &engine,
+            &mut dedup,
+            inbound("bayeux:u:agent1", wire::encode(&other, 2, user)),
+        );
+        let got: Vec<String> = session
+            .take_messages()
+            .iter()
+            .map(|f| String::from_utf8(f.array().to_vec()).unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                r#"[{"channel":"/a/b","data":{"k":1},"ext":{"e":2}}]"#,
+                r#"[{"channel":"/v2/me/calls","data":[1]}]"#,
+            ]
+        );
     }
 
     #[test]

@@ -35,6 +35,13 @@ pub struct RedisConfig {
     /// Period of the health check (a `PING` on the subscription connection) while Redis is
     /// reachable, ms.
     pub health_interval_ms: u64,
+    /// Largest message accepted from Redis, in bytes (the JSON message, not counting the frame
+    /// header); larger ones are dropped and counted (`rejected_total{reason="too_large"}`).
+    /// Redis is not trusted to bound what it sends, and a received message is parsed and
+    /// re-serialized. Keep it at least the server's `max_body_bytes` and
+    /// `max_ws_message_bytes` (1 MiB each by default), or messages that clients may publish on
+    /// one node are lost on the others.
+    pub max_message_bytes: usize,
 }
 
 impl Default for RedisConfig {
@@ -50,6 +57,7 @@ impl Default for RedisConfig {
             retry_min_ms: 100,
             retry_max_ms: 2_000,
             health_interval_ms: 1_000,
+            max_message_bytes: 1 << 20,
         }
     }
 }
@@ -77,6 +85,7 @@ impl RedisConfig {
             ("publish_queue", self.publish_queue),
             ("publish_batch", self.publish_batch),
             ("receive_queue", self.receive_queue),
+            ("max_message_bytes", self.max_message_bytes),
         ];
         for (name, v) in sizes {
             if v == 0 {

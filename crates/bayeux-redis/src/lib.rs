@@ -44,7 +44,16 @@
 //!   restart and no duplicates (Redis pub/sub replays nothing). Unreachable at start is the same
 //!   case: the node starts and serves locally meanwhile.
 //! - **Bad input.** Corrupt or foreign messages on a backplane channel are ignored and counted
-//!   (`bayeux_redis_invalid_total`), never delivered, never a panic.
+//!   (`bayeux_redis_invalid_total`, by reason in `bayeux_redis_rejected_total`), never
+//!   delivered, never a panic.
+//! - **Redis is not trusted.** Whoever can publish on this Redis can forge frames of any node,
+//!   so a received message is parsed and only its `channel`, `data` and `ext` are kept; the
+//!   engine serializes the delivery again from them. It must be one JSON object of at most
+//!   `max_message_bytes`, on a broadcast channel (never `/meta/**` or `/service/**`, for
+//!   broadcasts and per-user deliveries alike) and, for a broadcast, on the channel its Redis
+//!   channel routes. A Redis publisher can thus make clients receive what a publisher on a
+//!   broadcast channel could (and per-user deliveries on broadcast channels), and nothing
+//!   else: no protocol message, no forced disconnect, no reply fields. See [`wire`].
 //!
 //! ## What it does not do
 //! - Guarantee delivery: Redis pub/sub is at-most-once. What is published while a node is

@@ -3,6 +3,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::wire::Invalid;
+
 /// Counters of one backplane. All are monotonic except the gauges named so.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -29,8 +31,11 @@ pub struct Metrics {
     pub duplicates: AtomicU64,
     /// Received messages that no local subscription matches (globs are wider than patterns).
     pub unmatched: AtomicU64,
-    /// Corrupt or foreign messages on a backplane channel, ignored.
+    /// Corrupt, forged or foreign messages on a backplane channel, ignored: the sum of
+    /// `rejected` (kept as its own counter for dashboards that predate the breakdown).
     pub invalid: AtomicU64,
+    /// The same messages by reason, indexed by [`Invalid::index`]: see [`Metrics::rejected`].
+    pub rejected: [AtomicU64; Invalid::ALL.len()],
     /// Local deliveries made from received messages.
     pub delivered: AtomicU64,
     /// Gauge: Redis subscriptions (channels and globs) in place.
@@ -48,6 +53,17 @@ impl Metrics {
     pub fn publish_dropped(&self) -> u64 {
         self.publish_dropped_queue_full.load(Ordering::Relaxed)
             + self.publish_dropped_unavailable.load(Ordering::Relaxed)
+    }
+
+    /// Received messages refused for `reason`.
+    pub fn rejected(&self, reason: Invalid) -> u64 {
+        self.rejected[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Counts one refused message.
+    pub(crate) fn reject(&self, reason: Invalid) {
+        add(&self.invalid, 1);
+        add(&self.rejected[reason.index()], 1);
     }
 
     /// The Prometheus text exposition.
@@ -126,9 +142,28 @@ impl Metrics {
         one(
             "bayeux_redis_invalid_total",
             "counter",
-            "Corrupt or foreign messages on backplane channels, ignored.",
+            "Corrupt, forged or foreign messages on backplane channels, ignored (all reasons).",
             r(&self.invalid),
         );
+        let _ = writeln!(
+            out,
+            "# HELP bayeux_redis_rejected_total Messages from Redis refused, by reason (never delivered).\n\
+             # TYPE bayeux_redis_rejected_total counter"
+        );
+        for reason in Invalid::ALL {
+            let _ = writeln!(
+                out,
+                "bayeux_redis_rejected_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.rejected(reason)
+            );
+        }
+        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
         one(
             "bayeux_redis_delivered_total",
             "counter",
@@ -165,6 +200,15 @@ mod tests {
         assert!(text.contains("bayeux_redis_publish_dropped_total{reason=\"queue_full\"} 2\n"));
         assert!(text.contains("bayeux_redis_publish_dropped_total{reason=\"unavailable\"} 3\n"));
         assert!(text.contains("bayeux_redis_connected 0\n"));
+        m.reject(Invalid::NotBroadcast);
+        m.reject(Invalid::NotBroadcast);
+        m.reject(Invalid::TooLarge);
+        assert_eq!(m.rejected(Invalid::NotBroadcast), 2);
+        let text = m.render();
+        assert!(text.contains("bayeux_redis_rejected_total{reason=\"not_broadcast\"} 2\n"));
+        assert!(text.contains("bayeux_redis_rejected_total{reason=\"too_large\"} 1\n"));
+        assert!(text.contains("bayeux_redis_rejected_total{reason=\"malformed\"} 0\n"));
+        assert!(text.contains("bayeux_redis_invalid_total 3\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with("bayeux_redis_"), "{line}");

@@ -15,20 +15,30 @@
 //! 0      version, 1
 //! 1..17  origin node id (16 random bytes chosen at start)
 //! 17..25 sequence number of the origin, u64 big-endian, from 1, one counter for all channels
-//! 25..   the message exactly as the origin's engine serialized it: {"channel":..,"data":..}
+//! 25..   the message as the origin's engine serialized it: {"channel":..,"data":..[,"ext":..]}
 //! ```
 //! The node id lets a node skip its own messages (it delivered them locally already); the
 //! sequence number lets it drop the second copy Redis sends when a message matches both an
 //! exact subscription and a pattern of the same node.
+//!
+//! **Redis is not trusted.** Anyone who can `PUBLISH` on this Redis can put any bytes on these
+//! channels, with a header naming any node. So a received message is never relayed as bytes:
+//! [`parse_delivery`] reads `channel`, `data` and `ext` out of it with the codec that reads
+//! client input (same depth and surrogate checks, a size limit, one JSON object and nothing
+//! after it), refuses any channel but a broadcast one, and the engine serializes a new delivery
+//! from those three fields. Whatever else the object holds (`advice`, `successful`, `id`,
+//! `clientId`, a second `channel`...) never reaches a client. A Redis publisher can therefore
+//! make clients receive exactly what a publisher on that broadcast channel could (or a
+//! per-user delivery on a broadcast channel), and nothing else; every refusal is counted
+//! ([`Invalid::label`], `bayeux_redis_rejected_total{reason}`).
 
 use std::fmt;
 use std::io::Write as _;
 use std::sync::Arc;
 
-use bayeux_core::{ChannelId, ChannelKind, ChannelPattern, Wildcard};
+use bayeux_core::{ChannelId, ChannelKind, ChannelPattern, Limits, Raw, Wildcard, decode_batch};
 use bytes::Bytes;
 use redis::{RedisWrite, ToRedisArgs};
-use serde_json::value::RawValue;
 
 /// Version byte of the frame format.
 pub const FRAME_VERSION: u8 = 1;
@@ -67,16 +77,57 @@ impl fmt::Debug for NodeId {
 /// Why an incoming Redis message was ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invalid {
-    /// The Redis channel is not one of ours (wrong prefix, or not a valid broadcast channel).
+    /// The Redis channel is not one of ours (wrong prefix, or not a valid broadcast channel:
+    /// `<ns>:c:/meta/..` and `<ns>:c:/service/..` are refused here).
     Channel,
     /// Shorter than the header.
     Short,
     /// Unknown frame version.
     Version,
-    /// The message does not name the channel it was published on.
+    /// Larger than [`crate::RedisConfig::max_message_bytes`].
+    TooLarge,
+    /// The message is not one JSON object (an array of messages, a string...).
+    NotObject,
+    /// Not a delivery: invalid UTF-8 or JSON, bytes after the object, too deep, a lone
+    /// surrogate escape, a duplicate field, no valid `channel`, no `data`.
+    Malformed,
+    /// The message is on a `/meta/**` or `/service/**` channel: never relayed across nodes.
+    NotBroadcast,
+    /// The message names another channel than the Redis channel it was published on.
     ChannelMismatch,
-    /// The message is not a delivery (`{"channel":..,"data":..}`) in JSON.
-    Json,
+}
+
+impl Invalid {
+    /// Every reason, in the order of [`Invalid::index`].
+    pub const ALL: [Invalid; 8] = [
+        Invalid::Channel,
+        Invalid::Short,
+        Invalid::Version,
+        Invalid::TooLarge,
+        Invalid::NotObject,
+        Invalid::Malformed,
+        Invalid::NotBroadcast,
+        Invalid::ChannelMismatch,
+    ];
+
+    /// Position in [`Invalid::ALL`] (the per-reason counters are an array).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `reason` label of `bayeux_redis_rejected_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Invalid::Channel => "channel",
+            Invalid::Short => "short",
+            Invalid::Version => "version",
+            Invalid::TooLarge => "too_large",
+            Invalid::NotObject => "not_object",
+            Invalid::Malformed => "malformed",
+            Invalid::NotBroadcast => "not_broadcast",
+            Invalid::ChannelMismatch => "channel_mismatch",
+        }
+    }
 }
 
 impl fmt::Display for Invalid {
@@ -85,8 +136,11 @@ impl fmt::Display for Invalid {
             Invalid::Channel => "not a backplane channel",
             Invalid::Short => "payload shorter than the frame header",
             Invalid::Version => "unknown frame version",
+            Invalid::TooLarge => "message larger than redis.max_message_bytes",
+            Invalid::NotObject => "message is not one JSON object",
+            Invalid::Malformed => "message is not a valid JSON delivery",
+            Invalid::NotBroadcast => "message on a /meta or /service channel",
             Invalid::ChannelMismatch => "message names another channel",
-            Invalid::Json => "message is not a JSON delivery",
         })
     }
 }
@@ -160,32 +214,53 @@ impl ToRedisArgs for FrameArg<'_> {
     }
 }
 
-/// Whether a delivery's bytes begin by naming `channel` (`{"channel":"<channel>",`), as the
-/// engine's serializer writes it. A message whose body names another channel than the one it
-/// was published on would reach the wrong subscribers: it is refused.
-pub fn names_channel(message: &[u8], channel: &str) -> bool {
-    const HEAD: &[u8] = b"{\"channel\":\"";
-    let c = channel.as_bytes();
-    message.len() > HEAD.len() + c.len() + 1
-        && message.starts_with(HEAD)
-        && &message[HEAD.len()..HEAD.len() + c.len()] == c
-        && message[HEAD.len() + c.len()] == b'"'
+/// A delivery read from another node's message: the only three fields a client will see, from
+/// which the engine serializes a new message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    /// The channel the body names, valid and a broadcast channel.
+    pub channel: ChannelId,
+    /// The payload, one valid JSON value.
+    pub data: Raw,
+    /// The `ext` of the publish, if any.
+    pub ext: Option<Raw>,
 }
 
-/// Whether `message` is a well-formed delivery: a JSON object with a valid `channel` and a
-/// `data` member.
-pub fn is_delivery(message: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Env<'a> {
-        #[serde(borrow)]
-        channel: &'a str,
-        #[serde(borrow)]
-        #[allow(dead_code)]
-        data: &'a RawValue,
+/// Reads a delivery out of `message` (a frame's message bytes), refusing anything that is not
+/// one JSON object of at most `limits.max_bytes` bytes, valid under the client codec's checks
+/// (`limits.max_depth`, no lone surrogate escapes, no trailing bytes), with a valid broadcast
+/// `channel` and a `data`. Never panics.
+pub fn parse_delivery(message: &[u8], limits: &Limits) -> Result<Received, Invalid> {
+    if message.len() > limits.max_bytes {
+        return Err(Invalid::TooLarge);
     }
-    serde_json::from_slice::<Env<'_>>(message)
-        .ok()
-        .is_some_and(|e| ChannelId::parse(e.channel).is_ok())
+    // The codec also takes an array of messages (a client's batch); from another node only the
+    // one object the engine wrote is valid.
+    if message.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Invalid::NotObject);
+    }
+    let limits = Limits {
+        max_messages: 1,
+        ..*limits
+    };
+    let mut batch = decode_batch(message, &limits).map_err(|_| Invalid::Malformed)?;
+    let (Some(m), true) = (batch.pop(), batch.is_empty()) else {
+        return Err(Invalid::Malformed);
+    };
+    let channel = m
+        .channel
+        .as_deref()
+        .and_then(|c| ChannelId::parse(c).ok())
+        .ok_or(Invalid::Malformed)?;
+    let data = m.data.ok_or(Invalid::Malformed)?;
+    if channel.kind() != ChannelKind::Broadcast {
+        return Err(Invalid::NotBroadcast);
+    }
+    Ok(Received {
+        channel,
+        data,
+        ext: m.ext,
+    })
 }
 
 /// A Redis subscription: an exact channel (`SUBSCRIBE`) or a glob (`PSUBSCRIBE`).
@@ -289,8 +364,10 @@ impl Naming {
         let name = std::str::from_utf8(name).map_err(|_| Invalid::Channel)?;
         if let Some(channel) = name.strip_prefix(self.broadcast.as_str()) {
             let id = ChannelId::parse(channel).map_err(|_| Invalid::Channel)?;
-            // Exactly the normalized name (no trailing '/' or spaces) and a broadcast: a remote
-            // party cannot inject /meta or /service messages.
+            // Exactly the normalized name (no trailing '/' or spaces) and a broadcast. This
+            // checks only the routing: the message itself names its channel, which
+            // `parse_delivery` checks again (and the engine once more), since a user channel
+            // routes no channel at all and the body is what clients would read.
             if id.as_str() != channel || id.kind() != ChannelKind::Broadcast {
                 return Err(Invalid::Channel);
             }
@@ -349,7 +426,10 @@ mod tests {
         assert_eq!(decode(Bytes::from(bad)), Err(Invalid::Version));
         // A header and nothing else is a frame with an empty message: refused later as JSON.
         let empty = decode(Bytes::from(encode(&NodeId([1; 16]), 1, b""))).unwrap();
-        assert!(!is_delivery(&empty.message));
+        assert_eq!(
+            parse_delivery(&empty.message, &Limits::default()),
+            Err(Invalid::NotObject)
+        );
         // Every prefix and arbitrary bytes: no panic.
         let full = encode(&NodeId([3; 16]), 5, br#"{"channel":"/a","data":1}"#);
         for i in 0..full.len() {
@@ -364,31 +444,95 @@ mod tests {
                 })
                 .collect();
             if let Ok(f) = decode(Bytes::from(v)) {
-                let _ = is_delivery(&f.message);
-                let _ = names_channel(&f.message, "/a");
+                let _ = parse_delivery(&f.message, &Limits::default());
             }
         }
     }
 
-    #[test]
-    fn deliveries_are_checked() {
-        assert!(is_delivery(br#"{"channel":"/a/b","data":{"k":[1,2]}}"#));
-        assert!(is_delivery(br#"{"channel":"/a","data":null,"ext":{}}"#));
-        assert!(!is_delivery(br#"{"channel":"/a"}"#));
-        assert!(!is_delivery(br#"{"channel":"nope","data":1}"#));
-        assert!(!is_delivery(br#"{"channel":"/a","data":1}trailing"#));
-        assert!(!is_delivery(b"\xff\xfe"));
-        assert!(!is_delivery(b"[]"));
+    fn parse(m: &[u8]) -> Result<Received, Invalid> {
+        parse_delivery(m, &Limits::default())
     }
 
     #[test]
-    fn the_body_must_name_the_routing_channel() {
-        let m = br#"{"channel":"/a/b","data":1}"#;
-        assert!(names_channel(m, "/a/b"));
-        assert!(!names_channel(m, "/a"));
-        assert!(!names_channel(m, "/a/bc"));
-        assert!(!names_channel(br#"{"data":1,"channel":"/a/b"}"#, "/a/b"));
-        assert!(!names_channel(br#"{"channel":"/a/b""#, "/a/b"));
+    fn deliveries_are_read_field_by_field() {
+        let d = parse(br#"{"channel":"/a/b","data":{"k":[1,2]}}"#).unwrap();
+        assert_eq!(d.channel.as_str(), "/a/b");
+        assert_eq!(d.data.get(), r#"{"k":[1,2]}"#);
+        assert_eq!(d.ext, None);
+        let d = parse(b" {\"data\":null,\"ext\":{\"x\":1},\"channel\":\"/a\"}\n").unwrap();
+        assert_eq!((d.channel.as_str(), d.data.get()), ("/a", "null"));
+        assert_eq!(d.ext.unwrap().get(), r#"{"x":1}"#);
+        // Fields a delivery does not have are read past, never kept: `Received` has no room
+        // for them, so they cannot reach a client.
+        let d = parse(
+            br#"{"channel":"/a","data":1,"advice":{"reconnect":"none"},"successful":false,"id":"7","clientId":"c"}"#,
+        )
+        .unwrap();
+        assert_eq!((d.channel.as_str(), d.data.get(), d.ext), ("/a", "1", None));
+    }
+
+    #[test]
+    fn anything_but_one_delivery_object_on_a_broadcast_channel_is_refused() {
+        use Invalid::*;
+        let cases: &[(&[u8], Invalid)] = &[
+            // The array form, which the old relay framed as it was.
+            (br#"[{"channel":"/a","data":1}]"#, NotObject),
+            (br#"[{"channel":"/meta/disconnect","successful":true,"advice":{"reconnect":"none"}}]"#, NotObject),
+            (br#"["/a",1]"#, NotObject),
+            (b"\"/a\"", NotObject),
+            (b"", NotObject),
+            (b"  ", NotObject),
+            (br#"{"channel":"/meta/disconnect","data":{},"advice":{"reconnect":"none"}}"#, NotBroadcast),
+            (br#"{"channel":"/meta/connect","data":null,"successful":false}"#, NotBroadcast),
+            (br#"{"channel":"/service/x","data":1}"#, NotBroadcast),
+            (br#"{"channel":"/a"}"#, Malformed),
+            (br#"{"data":1}"#, Malformed),
+            (br#"{"channel":"nope","data":1}"#, Malformed),
+            (br#"{"channel":"/a/*","data":1}"#, Malformed),
+            (br#"{"channel":5,"data":1}"#, Malformed),
+            (br#"{"channel":"/a","data":1}trailing"#, Malformed),
+            (br#"{"channel":"/a","data":1}{"channel":"/meta/connect","data":1}"#, Malformed),
+            (br#"{"channel":"/a","data":1,"#, Malformed),
+            // A second channel would be read by clients that keep the last key.
+            (br#"{"channel":"/a","data":1,"channel":"/meta/disconnect"}"#, Malformed),
+            (br#"{"channel":"/a","data":"\ud800"}"#, Malformed),
+            (b"{\"channel\":\"/a\",\"data\":\"\xff\xfe\"}", Malformed),
+            (b"{\xff\xfe", Malformed),
+        ];
+        for (m, why) in cases {
+            assert_eq!(parse(m), Err(*why), "{}", String::from_utf8_lossy(m));
+        }
+        let deep = format!(
+            r#"{{"channel":"/a","data":{}1{}}}"#,
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        assert_eq!(parse(deep.as_bytes()), Err(Malformed));
+    }
+
+    #[test]
+    fn the_size_limit_is_the_configured_one() {
+        let m = br#"{"channel":"/a","data":"0123456789"}"#;
+        let at = |max_bytes| {
+            parse_delivery(
+                m,
+                &Limits {
+                    max_bytes,
+                    ..Limits::default()
+                },
+            )
+        };
+        assert!(at(m.len()).is_ok());
+        assert_eq!(at(m.len() - 1), Err(Invalid::TooLarge));
+    }
+
+    #[test]
+    fn every_reason_has_its_own_label() {
+        let labels: std::collections::HashSet<_> = Invalid::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), Invalid::ALL.len());
+        for (i, r) in Invalid::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
     }
 
     #[test]

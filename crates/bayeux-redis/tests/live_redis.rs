@@ -506,3 +506,205 @@ async fn slow_redis_never_blocks_the_local_path() {
     a.bp.shutdown();
     b.bp.shutdown();
 }
+
+/// A WebSocket session of `principal` on `engine` (its deliveries are queued bytes, what a
+/// client would read), subscribed to `patterns` through the engine.
+fn client_session(
+    engine: &Engine,
+    principal: &str,
+    patterns: &[&str],
+) -> Arc<bayeux_core::Session> {
+    let ctx = bayeux_core::RequestContext::new(bayeux_core::TransportKind::WebSocket)
+        .with_principal(principal);
+    let hs = bayeux_core::decode_batch(
+        br#"{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]}"#,
+        &Default::default(),
+    )
+    .unwrap();
+    let s = engine
+        .handle_batch(&ctx, hs, Instant::now())
+        .session
+        .unwrap();
+    for p in patterns {
+        let p = bayeux_core::ChannelPattern::parse(p).unwrap();
+        assert!(engine.subscribe_session(&s, &p));
+    }
+    s
+}
+
+fn queued_text(s: &bayeux_core::Session) -> Vec<String> {
+    s.take_messages()
+        .iter()
+        .map(|f| String::from_utf8_lossy(f.array()).into_owned())
+        .collect()
+}
+
+/// Anyone who can PUBLISH on the backplane's Redis channels, with a valid frame header naming
+/// another node: what the local sessions of a node (a client session and a server-side one)
+/// can be made to receive. Only well-formed deliveries on broadcast channels, rebuilt from
+/// their channel, data and ext; everything else is dropped and counted by reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_backplane_messages_never_reach_clients() {
+    use bayeux_redis::wire::{self, Invalid, NodeId};
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let a = node(&url);
+    let engine = Engine::new(EngineConfig::default());
+    let mut cfg = RedisConfig::with_url(&url);
+    cfg.max_message_bytes = 4096;
+    cfg.health_interval_ms = 200;
+    let b = Node {
+        bp: RedisBackplane::start(&engine, &cfg).unwrap(),
+        engine,
+    };
+    let client = client_session(&b.engine, "agent1", &["/f/**"]);
+    let (_local, log) = listener(&b.engine, Some("agent1"), &["/f/**"]);
+    until_flowing(&a.engine, "/f/x", &log).await;
+    let mut conn = raw(&url).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while numsub(&mut conn, "bayeux:u:agent1").await != 1 {
+        assert!(Instant::now() < deadline, "user channel not subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = queued_text(&client);
+    let metrics = b.bp.metrics();
+    assert_eq!(metrics.invalid.load(Ordering::Relaxed), 0);
+
+    const BC: &str = "bayeux:c:/f/x";
+    const USER: &str = "bayeux:u:agent1";
+    let big = format!(r#"{{"channel":"/f/x","data":"{}"}}"#, "x".repeat(4096));
+    let disconnect = br#"{"channel":"/meta/disconnect","data":{},"successful":true,"advice":{"reconnect":"none"}}"#;
+    let crafted: Vec<(&str, &str, Vec<u8>, Invalid)> = vec![
+        (
+            "array form of a forced disconnect",
+            BC,
+            br#"[{"channel":"/meta/disconnect","successful":true,"advice":{"reconnect":"none"}}]"#.to_vec(),
+            Invalid::NotObject,
+        ),
+        (
+            "array form of a delivery",
+            USER,
+            br#"[{"channel":"/f/x","data":1},{"channel":"/meta/disconnect","successful":true}]"#.to_vec(),
+            Invalid::NotObject,
+        ),
+        ("/meta/disconnect", BC, disconnect.to_vec(), Invalid::NotBroadcast),
+        ("/meta/disconnect", USER, disconnect.to_vec(), Invalid::NotBroadcast),
+        (
+            "/meta/connect advice",
+            USER,
+            br#"{"channel":"/meta/connect","data":null,"successful":true,"advice":{"reconnect":"handshake"}}"#.to_vec(),
+            Invalid::NotBroadcast,
+        ),
+        ("/service/x", BC, br#"{"channel":"/service/x","data":1}"#.to_vec(), Invalid::NotBroadcast),
+        ("/service/x", USER, br#"{"channel":"/service/x","data":1}"#.to_vec(), Invalid::NotBroadcast),
+        (
+            "another channel than its Redis channel",
+            BC,
+            br#"{"channel":"/f/other","data":1}"#.to_vec(),
+            Invalid::ChannelMismatch,
+        ),
+        (
+            "a second channel member",
+            BC,
+            br#"{"channel":"/f/x","data":1,"channel":"/meta/disconnect"}"#.to_vec(),
+            Invalid::Malformed,
+        ),
+        ("oversized", BC, big.clone().into_bytes(), Invalid::TooLarge),
+        ("oversized", USER, big.into_bytes(), Invalid::TooLarge),
+        ("invalid UTF-8", BC, b"{\"channel\":\"/f/x\",\"data\":\"\xff\xfe\"}".to_vec(), Invalid::Malformed),
+        ("invalid UTF-8", USER, b"\xff\xfe{}".to_vec(), Invalid::NotObject),
+        ("invalid JSON", BC, br#"{"channel":"/f/x","data":"#.to_vec(), Invalid::Malformed),
+        ("invalid JSON", USER, br#"{"channel":"/f/x" "data":1}"#.to_vec(), Invalid::Malformed),
+        (
+            "trailing bytes",
+            BC,
+            br#"{"channel":"/f/x","data":1}{"channel":"/meta/disconnect","data":{}}"#.to_vec(),
+            Invalid::Malformed,
+        ),
+        (
+            "trailing bytes",
+            USER,
+            br#"{"channel":"/f/x","data":1},{"channel":"/meta/disconnect","data":{}}"#.to_vec(),
+            Invalid::Malformed,
+        ),
+        (
+            "lone surrogate",
+            USER,
+            br#"{"channel":"/f/x","data":"\udc00"}"#.to_vec(),
+            Invalid::Malformed,
+        ),
+    ];
+    let forger = NodeId([0xEE; 16]);
+    let mut expected = [0u64; Invalid::ALL.len()];
+    for (seq, (what, channel, body, why)) in crafted.iter().enumerate() {
+        let frame = wire::encode(&forger, seq as u64 + 1, body);
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(*channel)
+            .arg(frame)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(receivers >= 1, "{what} on {channel}: nobody subscribed");
+        expected[why.index()] += 1;
+    }
+    let n = crafted.len() as u64;
+    wait_for(
+        "every crafted message refused",
+        Duration::from_secs(5),
+        || metrics.invalid.load(Ordering::Relaxed) >= n,
+    )
+    .await;
+    for reason in Invalid::ALL {
+        assert_eq!(
+            metrics.rejected(reason),
+            expected[reason.index()],
+            "rejected_total{{reason=\"{}\"}}",
+            reason.label()
+        );
+    }
+    assert!(
+        b.bp.render_metrics()
+            .contains("bayeux_redis_rejected_total{reason=\"not_broadcast\"} 5\n")
+    );
+
+    // Well-formed ones from the same forger still arrive, rebuilt from their fields: the extra
+    // members (advice, successful) stay behind.
+    for (seq, channel, body) in [
+        (
+            1000,
+            BC,
+            &br#"{"channel":"/f/x","data":{"ok":1},"ext":{"e":1},"successful":false,"advice":{"reconnect":"none"}}"#[..],
+        ),
+        (
+            1001,
+            USER,
+            br#"{"channel":"/v2/me/calls","data":"call","advice":{"reconnect":"none"}}"#,
+        ),
+    ] {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(wire::encode(&forger, seq, body))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    wait_for("the well-formed messages", Duration::from_secs(5), || {
+        log.lock().len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(*log.lock(), [r#"/f/x {"ok":1}"#, r#"/v2/me/calls "call""#]);
+    assert_eq!(
+        queued_text(&client),
+        [
+            r#"[{"channel":"/f/x","data":{"ok":1},"ext":{"e":1}}]"#,
+            r#"[{"channel":"/v2/me/calls","data":"call"}]"#,
+        ]
+    );
+    assert_eq!(metrics.invalid.load(Ordering::Relaxed), n);
+    assert!(!client.is_closed());
+    a.bp.shutdown();
+    b.bp.shutdown();
+}

@@ -574,8 +574,8 @@ impl Framed {
         Framed(out.freeze())
     }
 
-    /// Frames one message object serialized elsewhere (another node's, through the backplane;
-    /// the caller has checked that it is one JSON object). One copy.
+    /// Frames one message object serialized elsewhere (the caller has checked that it is one
+    /// JSON object). One copy.
     pub fn from_object(object: &[u8]) -> Framed {
         let mut out = BytesMut::with_capacity(object.len() + 2);
         out.put_u8(b'[');

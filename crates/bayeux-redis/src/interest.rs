@@ -60,11 +60,12 @@ impl State {
     }
 }
 
-fn inc(map: &mut HashMap<Arc<str>, usize>, key: &str) {
+/// Counts one more holder of `key`, keeping the caller's shared name (no copy of it).
+fn inc(map: &mut HashMap<Arc<str>, usize>, key: &Arc<str>) {
     match map.get_mut(key) {
         Some(c) => *c += 1,
         None => {
-            map.insert(Arc::from(key), 1);
+            map.insert(key.clone(), 1);
         }
     }
 }
@@ -187,7 +188,7 @@ impl Interest {
         if !entry.patterns.insert(pattern.clone()) {
             return;
         }
-        inc(&mut st.patterns, pattern.as_str());
+        inc(&mut st.patterns, pattern.shared_name());
         let changed = st.inc_sub(sub);
         drop(st);
         self.changed_if(changed);

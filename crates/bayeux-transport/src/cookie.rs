@@ -9,7 +9,13 @@ use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::config::{SameSite, TransportConfig};
 
-/// The value of cookie `name` in the request's `Cookie` headers.
+/// The value of cookie `name` in the request's `Cookie` headers: the first pair of that name,
+/// whitespace around the value dropped and, when the value is wrapped in one pair of double
+/// quotes (RFC 6265 allows `name="value"`), without them. A lone or unbalanced quote is kept,
+/// so such a value fails whatever shape check its caller applies.
+///
+/// The one cookie parser of the workspace: the transport's browser cookie and the voice API's
+/// session cookie both go through it, so both read a quoted value the same way.
 pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
@@ -18,7 +24,14 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
+        .map(|(_, v)| unquote(v.trim()))
+}
+
+/// `v` without one pair of enclosing DQUOTEs, if it has them.
+fn unquote(v: &str) -> &str {
+    v.strip_prefix('"')
+        .and_then(|inner| inner.strip_suffix('"'))
+        .unwrap_or(v)
 }
 
 /// The request's browser id, if it carries a well-formed one.
@@ -87,5 +100,44 @@ mod tests {
             HeaderValue::from_static("BAYEUX_BROWSER=a-b"),
         );
         assert_eq!(browser_id(&h, &TransportConfig::default()), None);
+    }
+
+    fn jar(v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn quoted_values_lose_one_pair_of_quotes() {
+        assert_eq!(cookie_value(&jar("a=\"abc\""), "a"), Some("abc"));
+        assert_eq!(cookie_value(&jar("x=1; a=\"abc\" ; b=2"), "a"), Some("abc"));
+        assert_eq!(cookie_value(&jar("a=abc"), "a"), Some("abc"));
+        // An empty quoted value is an empty value.
+        assert_eq!(cookie_value(&jar("a=\"\""), "a"), Some(""));
+        // Only one pair goes; unbalanced quotes stay, for the caller's shape check to refuse.
+        assert_eq!(cookie_value(&jar("a=\"\"abc\"\""), "a"), Some("\"abc\""));
+        assert_eq!(cookie_value(&jar("a=\"abc"), "a"), Some("\"abc"));
+        assert_eq!(cookie_value(&jar("a=abc\""), "a"), Some("abc\""));
+        assert_eq!(cookie_value(&jar("a=\""), "a"), Some("\""));
+        // The browser id reads the same with or without quotes.
+        let cfg = TransportConfig::default();
+        assert_eq!(
+            browser_id(&jar("BAYEUX_BROWSER=\"abc\""), &cfg),
+            Some("abc")
+        );
+        assert_eq!(browser_id(&jar("BAYEUX_BROWSER=\"abc"), &cfg), None);
+    }
+
+    #[test]
+    fn first_pair_wins_across_headers() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("a=2; b=\"3\""));
+        assert_eq!(cookie_value(&h, "a"), Some("1"));
+        assert_eq!(cookie_value(&h, "b"), Some("3"));
+        // Names match exactly: no prefix or case folding.
+        assert_eq!(cookie_value(&h, "A"), None);
+        assert_eq!(cookie_value(&jar("ab=1"), "a"), None);
     }
 }

@@ -1,5 +1,6 @@
-//! The REST API under `/api/v2`: routing, origin and CORS, authentication, body limits, and
-//! the mapping of every outcome to an HTTP status and a GWS `statusCode`.
+//! The REST API under `/api/v2`: routing, origin and CORS, authentication, CSRF tokens, the
+//! JSON content type of state-changing requests, body limits and timeout, and the mapping of
+//! every outcome to an HTTP status and a GWS `statusCode`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,15 +13,16 @@ use bayeux_core::Engine;
 use bytes::Bytes;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, ALLOW,
-    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN, SET_COOKIE, VARY, WWW_AUTHENTICATE,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
+    ACCESS_CONTROL_REQUEST_HEADERS, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE,
+    ORIGIN, SET_COOKIE, VARY, WWW_AUTHENTICATE,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value, json};
 
-use crate::auth::{Credentials, Gate, VoiceAuthenticator};
+use crate::auth::{CSRF_HEADER, Credentials, Gate, VoiceAuthenticator};
 use crate::config::{ConfigError, VoiceConfig};
 use crate::directory::{Directory, User};
 use crate::error::VoiceError;
@@ -37,6 +39,12 @@ const METHODS: &str = "GET, POST, OPTIONS";
 const MAX_NUMBER_LEN: usize = 64;
 /// Longest accepted `dtmfDigits`.
 const MAX_DTMF_LEN: usize = 64;
+/// How far past the body limit an oversized body is still read (and discarded), as on the
+/// Bayeux endpoint: a server that answers 413 without reading the body makes hyper drop the
+/// connection, and the client sees a broken pipe instead of the 413.
+const DRAIN_FACTOR: usize = 4;
+/// The response header that names the request header for the CSRF token (GWS's scheme).
+const CSRF_HEADER_NAME: &str = "x-csrf-header";
 /// GWS names that a real server implements but this emulation does not (statusCode 2 with a
 /// clearer message than "unknown").
 const UNSUPPORTED: [&str; 6] = [
@@ -168,30 +176,93 @@ fn error_response(e: &VoiceError) -> Response<Full<Bytes>> {
     r
 }
 
-/// Reads the whole body, refusing more than `limit` bytes.
-async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, VoiceError>
+/// Why a body was not read.
+#[derive(Debug)]
+struct BodyRefused {
+    error: VoiceError,
+    /// Whether the connection should close after the answer: the rest of the body is still
+    /// on it (stalled, or too large to drain).
+    close: bool,
+}
+
+impl BodyRefused {
+    fn new(error: VoiceError, close: bool) -> BodyRefused {
+        BodyRefused { error, close }
+    }
+}
+
+/// Reads the whole body within `timeout`, refusing more than `limit` bytes: the same rules as
+/// the Bayeux endpoint's reader. A body larger than the limit is read and discarded up to
+/// [`DRAIN_FACTOR`] times the limit (413, connection kept); past that, or when the declared
+/// length already goes past it, 413 at once and the connection is closed. A body still
+/// incomplete after `timeout` is 408 and the connection is closed.
+async fn read_body<B>(
+    body: B,
+    declared: Option<u64>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyRefused>
 where
     B: Body<Data = Bytes>,
 {
-    if body.size_hint().lower() > limit as u64 {
-        return Err(VoiceError::TooLarge);
+    let drain_limit = limit.saturating_mul(DRAIN_FACTOR);
+    let hinted = body.size_hint().exact();
+    if declared.max(hinted).is_some_and(|n| n > drain_limit as u64) {
+        return Err(BodyRefused::new(VoiceError::TooLarge, true));
     }
-    let mut body = std::pin::pin!(body);
-    let mut buf: Vec<u8> = Vec::new();
-    while let Some(frame) = body.as_mut().frame().await {
-        let Ok(frame) = frame else {
-            return Err(VoiceError::BadRequest(
-                "Cannot read the request body".into(),
-            ));
-        };
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(VoiceError::TooLarge);
+    let read = async move {
+        let mut body = std::pin::pin!(body);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.as_mut().frame().await {
+            let Ok(frame) = frame else {
+                let e = VoiceError::BadRequest("Cannot read the request body".into());
+                return Err(BodyRefused::new(e, true));
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen = seen.saturating_add(data.len());
+            if seen > drain_limit {
+                return Err(BodyRefused::new(VoiceError::TooLarge, true));
+            } else if seen > limit {
+                // Past the limit: keep reading so the client gets the 413, keep nothing.
+                buf = Vec::new();
+            } else {
+                buf.extend_from_slice(&data);
             }
-            buf.extend_from_slice(&data);
         }
+        if seen > limit {
+            Err(BodyRefused::new(VoiceError::TooLarge, false))
+        } else {
+            Ok(Bytes::from(buf))
+        }
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(r) => r,
+        Err(_) => Err(BodyRefused::new(VoiceError::BodyTimeout, true)),
     }
-    Ok(Bytes::from(buf))
+}
+
+/// Whether the request declares a JSON body: one `Content-Type` whose media type is
+/// `application/json` (any case, parameters such as `charset` allowed). An HTML form can only
+/// send `application/x-www-form-urlencoded`, `multipart/form-data` or `text/plain`, and a
+/// cross-site script cannot send `application/json` without a CORS preflight, which the
+/// origin rule answers; so requiring it keeps forged state changes out.
+fn declares_json(headers: &http::HeaderMap) -> bool {
+    let mut values = headers.get_all(CONTENT_TYPE).iter();
+    let (Some(v), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    v.to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Whether `method` may change state (everything but the safe methods); the API serves POST.
+fn state_changing(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// The JSON object of a POST body and its `operationName`.
@@ -353,13 +424,25 @@ impl VoiceApi {
             return error_response(&VoiceError::OriginNotAllowed);
         }
         let origin = parts.headers.get(ORIGIN).cloned();
+        let csrf_on = self.inner.config.enable_csrf_protection;
         let mut response = if parts.method == Method::OPTIONS {
-            preflight(&parts.headers, origin.is_some())
+            preflight(&parts.headers, origin.is_some(), csrf_on)
         } else {
             match gate.authenticate(&parts.headers) {
                 None => error_response(&VoiceError::Unauthenticated),
                 Some(creds) => {
-                    let mut r = match self.dispatch(&parts, body, creds.user()).await {
+                    let mut close = false;
+                    // GWS checks the token before the request reaches its handler, so a forged
+                    // request learns nothing about paths or bodies either.
+                    let reply = if csrf_on
+                        && state_changing(&parts.method)
+                        && !gate.csrf_ok(&creds, &parts.headers)
+                    {
+                        Err(VoiceError::CsrfTokenInvalid)
+                    } else {
+                        self.dispatch(&parts, body, creds.user(), &mut close).await
+                    };
+                    let mut r = match reply {
                         Ok((status, v)) => json_response(status, &v),
                         Err(e) => {
                             let mut r = error_response(&e);
@@ -372,13 +455,27 @@ impl VoiceApi {
                             r
                         }
                     };
-                    if let Credentials::Basic {
-                        user,
-                        cookie_ok: false,
-                    } = &creds
-                        && let Ok(v) = HeaderValue::from_str(&gate.set_cookie(user))
-                    {
-                        r.headers_mut().insert(SET_COOKIE, v);
+                    if close {
+                        r.headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    // Basic credentials without the user's session cookie start a session; its
+                    // CSRF token is the one to hand out.
+                    let csrf = match &creds {
+                        Credentials::Basic { user, csrf: None } => {
+                            let (cookie, csrf) = gate.set_cookie(user);
+                            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                                r.headers_mut().insert(SET_COOKIE, v);
+                            }
+                            csrf
+                        }
+                        Credentials::Basic { csrf: Some(c), .. }
+                        | Credentials::Cookie { csrf: c, .. } => c.clone(),
+                    };
+                    if csrf_on && let Ok(v) = HeaderValue::from_str(&csrf) {
+                        let h = r.headers_mut();
+                        h.insert(CSRF_HEADER_NAME, HeaderValue::from_static("X-CSRF-TOKEN"));
+                        h.insert(CSRF_HEADER, v);
                     }
                     r
                 }
@@ -392,11 +489,26 @@ impl VoiceApi {
                 HeaderValue::from_static("true"),
             );
             h.append(VARY, HeaderValue::from_static("Origin"));
+            if csrf_on {
+                // A page's script can read only the response headers CORS exposes.
+                h.insert(
+                    ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static("X-CSRF-HEADER, X-CSRF-TOKEN"),
+                );
+            }
         }
         response
     }
 
-    async fn dispatch<B>(&self, parts: &http::request::Parts, body: B, user: &Arc<User>) -> Reply
+    /// Serves one authenticated request; sets `close` when the connection should not be
+    /// reused (a body left unread).
+    async fn dispatch<B>(
+        &self,
+        parts: &http::request::Parts,
+        body: B,
+        user: &Arc<User>,
+        close: &mut bool,
+    ) -> Reply
     where
         B: Body<Data = Bytes>,
     {
@@ -404,16 +516,6 @@ impl VoiceApi {
             .ok_or_else(|| VoiceError::NotFound("Resource not found".into()))?;
         if !route.allows(&parts.method) {
             return Err(VoiceError::MethodNotAllowed);
-        }
-        let limit = self.inner.config.max_body_bytes;
-        if parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > limit as u64)
-        {
-            return Err(VoiceError::TooLarge);
         }
         let base = self.inner.config.base_url();
         let switch = &self.inner.switch;
@@ -430,7 +532,22 @@ impl VoiceApi {
                 Route::MyDeviceCalls(_) => Err(VoiceError::MethodNotAllowed),
             };
         }
-        let body = read_body(body, limit).await?;
+        if !declares_json(&parts.headers) {
+            return Err(VoiceError::UnsupportedMediaType);
+        }
+        let config = &self.inner.config;
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let timeout = Duration::from_millis(config.body_read_timeout_ms);
+        let body = read_body(body, declared, config.max_body_bytes, timeout)
+            .await
+            .map_err(|refused| {
+                *close = refused.close;
+                refused.error
+            })?;
         let (name, mut body) = parse_operation(&body)?;
         match route {
             Route::MyDeviceCalls(device) => {
@@ -487,7 +604,7 @@ impl VoiceApi {
 
 /// The answer to `OPTIONS` (unauthenticated, as browsers send preflights without
 /// credentials); the caller adds the CORS origin headers.
-fn preflight(headers: &http::HeaderMap, cors: bool) -> Response<Full<Bytes>> {
+fn preflight(headers: &http::HeaderMap, cors: bool, csrf: bool) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
@@ -500,7 +617,11 @@ fn preflight(headers: &http::HeaderMap, cors: bool) -> Response<Full<Bytes>> {
         let requested = headers
             .get(ACCESS_CONTROL_REQUEST_HEADERS)
             .cloned()
-            .unwrap_or(HeaderValue::from_static("Authorization, Content-Type"));
+            .unwrap_or(HeaderValue::from_static(if csrf {
+                "Authorization, Content-Type, X-CSRF-TOKEN"
+            } else {
+                "Authorization, Content-Type"
+            }));
         h.insert(ACCESS_CONTROL_ALLOW_HEADERS, requested);
         h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     }

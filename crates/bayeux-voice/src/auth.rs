@@ -1,33 +1,62 @@
-//! Authentication (Basic credentials or the session cookie), the session-cookie store, the
-//! `Origin` check, and the [`VoiceAuthenticator`] the Bayeux transport calls.
+//! Authentication (Basic credentials or the session cookie), the session-cookie store and the
+//! CSRF tokens kept with its sessions, the `Origin` check, and the [`VoiceAuthenticator`] the
+//! Bayeux transport calls.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use bayeux_transport::auth::Authenticator;
+use bayeux_transport::cookie_value;
 use http::HeaderMap;
-use http::header::{AUTHORIZATION, COOKIE, ORIGIN};
+use http::header::{AUTHORIZATION, ORIGIN};
 use parking_lot::Mutex;
+use subtle::ConstantTimeEq;
 
 use crate::config::VoiceConfig;
 use crate::directory::{Directory, User};
 use crate::util;
 
+/// The request header that carries the CSRF token (`X-CSRF-TOKEN`; lower case, as `http`
+/// header names are), named by the `X-CSRF-HEADER` response header as in GWS. It is also the
+/// response header that hands the token out.
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Standard Base64 as RFC 7617 uses it, padding optional: some clients leave it off, and a
+/// missing `=` hides no attack.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
 /// How a request authenticated.
 #[derive(Debug, Clone)]
 pub(crate) enum Credentials {
-    /// Valid Basic credentials; `cookie_ok` says whether the request also carried a valid
-    /// session cookie of the same user (then no new cookie is minted).
-    Basic { user: Arc<User>, cookie_ok: bool },
-    /// A valid session cookie, no `Authorization` header.
-    Cookie(Arc<User>),
+    /// Valid Basic credentials; `csrf` is the CSRF token of the request's valid session cookie
+    /// of the same user, if it carried one (then no new cookie is minted).
+    Basic {
+        user: Arc<User>,
+        csrf: Option<Arc<str>>,
+    },
+    /// A valid session cookie, no `Authorization` header; `csrf` is its session's token.
+    Cookie { user: Arc<User>, csrf: Arc<str> },
 }
 
 impl Credentials {
     pub fn user(&self) -> &Arc<User> {
         match self {
-            Credentials::Basic { user, .. } | Credentials::Cookie(user) => user,
+            Credentials::Basic { user, .. } | Credentials::Cookie { user, .. } => user,
+        }
+    }
+
+    /// The CSRF token of the request's cookie session, if the request has one.
+    pub fn csrf(&self) -> Option<&Arc<str>> {
+        match self {
+            Credentials::Basic { csrf, .. } => csrf.as_ref(),
+            Credentials::Cookie { csrf, .. } => Some(csrf),
         }
     }
 }
@@ -35,6 +64,8 @@ impl Credentials {
 #[derive(Debug)]
 struct Entry {
     user: Arc<User>,
+    /// The session's CSRF token: like GWS, one per HTTP session, living as long as it.
+    csrf: Arc<str>,
     last_used: Instant,
 }
 
@@ -80,8 +111,8 @@ impl Sessions {
         }
     }
 
-    /// The user of `token`, refreshing its idle timer.
-    pub fn lookup(&self, token: &str) -> Option<Arc<User>> {
+    /// The user of `token` and the session's CSRF token, refreshing its idle timer.
+    pub fn lookup(&self, token: &str) -> Option<(Arc<User>, Arc<str>)> {
         let now = Instant::now();
         let mut s = self.store.lock();
         let e = s.tokens.get_mut(token)?;
@@ -90,18 +121,20 @@ impl Sessions {
             return None;
         }
         e.last_used = now;
-        Some(e.user.clone())
+        Some((e.user.clone(), e.csrf.clone()))
     }
 
-    /// Mints a token for `user`, evicting the user's oldest beyond the per-user bound and the
-    /// oldest overall beyond the global bound.
-    pub fn create(&self, user: &Arc<User>) -> String {
+    /// Mints a session for `user` (its cookie token and its CSRF token), evicting the user's
+    /// oldest beyond the per-user bound and the oldest overall beyond the global bound.
+    pub fn create(&self, user: &Arc<User>) -> (String, Arc<str>) {
         let token = util::token();
+        let csrf: Arc<str> = Arc::from(util::csrf_token());
         let mut s = self.store.lock();
         s.tokens.insert(
             token.clone(),
             Entry {
                 user: user.clone(),
+                csrf: csrf.clone(),
                 last_used: Instant::now(),
             },
         );
@@ -129,7 +162,7 @@ impl Sessions {
             let Store { tokens, order, .. } = &mut *s;
             order.retain(|t| tokens.contains_key(t));
         }
-        token
+        (token, csrf)
     }
 
     /// Number of live tokens.
@@ -139,25 +172,14 @@ impl Sessions {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-}
-
-/// `user:password` of an `Authorization: Basic` header.
+/// `user:password` of an `Authorization: Basic` header (RFC 7617: the password is everything
+/// after the first colon, so it may contain colons; credentials must be UTF-8).
 fn basic(value: &str) -> Option<(String, String)> {
     let (scheme, rest) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = String::from_utf8(util::base64_decode(rest.trim())?).ok()?;
+    let decoded = String::from_utf8(BASE64.decode(rest.trim()).ok()?).ok()?;
     let (u, p) = decoded.split_once(':')?;
     Some((u.to_owned(), p.to_owned()))
 }
@@ -211,27 +233,41 @@ impl Gate {
     /// are not rescued by a cookie); otherwise the session cookie.
     pub fn authenticate(&self, headers: &HeaderMap) -> Option<Credentials> {
         let from_cookie = || {
-            cookie(headers, &self.cookie_name)
+            cookie_value(headers, &self.cookie_name)
                 .filter(|t| t.len() == 64)
                 .and_then(|t| self.sessions.lookup(t))
         };
         if let Some(value) = headers.get(AUTHORIZATION) {
             let (name, password) = basic(value.to_str().ok()?)?;
             let user = self.directory.check_password(&name, &password)?.clone();
-            let cookie_ok = from_cookie().is_some_and(|u| u.name == user.name);
-            return Some(Credentials::Basic { user, cookie_ok });
+            let csrf = from_cookie()
+                .filter(|(u, _)| u.name == user.name)
+                .map(|(_, csrf)| csrf);
+            return Some(Credentials::Basic { user, csrf });
         }
-        from_cookie().map(Credentials::Cookie)
+        from_cookie().map(|(user, csrf)| Credentials::Cookie { user, csrf })
     }
 
-    /// The `Set-Cookie` value for a new session of `user`.
-    pub fn set_cookie(&self, user: &Arc<User>) -> String {
-        let token = self.sessions.create(user);
-        format!(
+    /// Whether the request's `X-CSRF-TOKEN` header is the CSRF token of its cookie session.
+    /// A request without a valid session cookie has no token to match (GWS too answers such a
+    /// client, one that keeps no cookies, "Missing or invalid Csrf token").
+    pub fn csrf_ok(&self, creds: &Credentials, headers: &HeaderMap) -> bool {
+        let (Some(expected), Some(sent)) = (creds.csrf(), headers.get(CSRF_HEADER)) else {
+            return false;
+        };
+        // Constant time: the token is a secret a forger would otherwise guess byte by byte.
+        bool::from(expected.as_bytes().ct_eq(sent.as_bytes()))
+    }
+
+    /// A new session of `user`: the `Set-Cookie` value and the session's CSRF token.
+    pub fn set_cookie(&self, user: &Arc<User>) -> (String, Arc<str>) {
+        let (token, csrf) = self.sessions.create(user);
+        let cookie = format!(
             "{}={token}; Path=/; HttpOnly; SameSite=Lax{}",
             self.cookie_name,
             if self.secure_cookie { "; Secure" } else { "" }
-        )
+        );
+        (cookie, csrf)
     }
 }
 
@@ -275,10 +311,11 @@ mod tests {
     }
 
     fn basic_header(u: &str, p: &str) -> String {
-        format!(
-            "Basic {}",
-            util::base64_encode(format!("{u}:{p}").as_bytes())
-        )
+        crate::basic_authorization(u, p)
+    }
+
+    fn b64(s: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
     }
 
     #[test]
@@ -286,12 +323,36 @@ mod tests {
         let g = gate(&VoiceConfig::default());
         let ok = headers(&[("authorization", &basic_header("agent1", "password"))]);
         assert_eq!(&*g.authenticate(&ok).unwrap().user().name, "agent1");
+        assert_eq!(
+            basic_header("agent1", "password"),
+            "Basic YWdlbnQxOnBhc3N3b3Jk"
+        );
+        // Scheme in any case, padding optional, surrounding whitespace ignored.
+        for good in ["basic YWdlbnQxOnBhc3N3b3Jk", "BASIC  YWdlbnQxOnBhc3N3b3Jk "] {
+            assert!(
+                g.authenticate(&headers(&[("authorization", good)]))
+                    .is_some(),
+                "{good}"
+            );
+        }
+        assert_eq!(basic("Basic YWI6"), Some(("ab".into(), String::new())));
+        assert_eq!(basic("Basic YWI6Yw"), Some(("ab".into(), "c".into())));
+        assert_eq!(
+            basic(&format!("Basic {}", b64(b"u:p:q"))),
+            Some(("u".into(), "p:q".into()))
+        );
         for bad in [
             basic_header("agent1", "wrong"),
             basic_header("nobody", "password"),
             "Bearer abc".into(),
+            "Basic".into(),
+            "Basic ".into(),
             "Basic !!!".into(),
-            format!("Basic {}", util::base64_encode(b"no-colon")),
+            "Basic YWdlbnQxOnBhc3N3b3Jk=".into(),
+            "Basic YWdlbnQxOnBhc3N3b3J".into(),
+            "Basic YWdlbnQx OnBhc3N3b3Jk".into(),
+            format!("Basic {}", b64(b"no-colon")),
+            format!("Basic {}", b64(b"agent1:\xffpassword")),
         ] {
             assert!(
                 g.authenticate(&headers(&[("authorization", &bad)]))
@@ -306,14 +367,22 @@ mod tests {
     fn cookie_sessions() {
         let g = gate(&VoiceConfig::default());
         let user = g.directory.by_name("agent2").unwrap().clone();
-        let set = g.set_cookie(&user);
+        let (set, csrf) = g.set_cookie(&user);
         assert!(set.contains("HttpOnly"));
         let token = set.split(';').next().unwrap().split_once('=').unwrap().1;
         let h = headers(&[("cookie", &format!("other=1; JSESSIONID={token}"))]);
         match g.authenticate(&h).unwrap() {
-            Credentials::Cookie(u) => assert_eq!(&*u.name, "agent2"),
+            Credentials::Cookie { user, csrf: c } => {
+                assert_eq!(&*user.name, "agent2");
+                assert_eq!(c, csrf);
+            }
             c => panic!("{c:?}"),
         }
+        // The shared cookie parser: a quoted token is the same token.
+        let quoted = headers(&[("cookie", &format!("JSESSIONID=\"{token}\""))]);
+        assert_eq!(&*g.authenticate(&quoted).unwrap().user().name, "agent2");
+        let unbalanced = headers(&[("cookie", &format!("JSESSIONID=\"{token}"))]);
+        assert!(g.authenticate(&unbalanced).is_none());
         // Wrong Basic credentials are not rescued by a valid cookie.
         let h2 = headers(&[
             ("cookie", &format!("JSESSIONID={token}")),
@@ -334,7 +403,7 @@ mod tests {
         let g = gate(&config);
         let a1 = g.directory.by_name("agent1").unwrap().clone();
         let a2 = g.directory.by_name("agent2").unwrap().clone();
-        let first = g.sessions.create(&a1);
+        let (first, _) = g.sessions.create(&a1);
         for _ in 0..10 {
             g.sessions.create(&a1);
         }
@@ -355,10 +424,45 @@ mod tests {
         };
         let g = gate(&config);
         let a1 = g.directory.by_name("agent1").unwrap().clone();
-        let t = g.sessions.create(&a1);
+        let (t, _) = g.sessions.create(&a1);
         std::thread::sleep(Duration::from_millis(5));
         assert!(g.sessions.lookup(&t).is_none());
         assert_eq!(g.sessions.len(), 0);
+    }
+
+    #[test]
+    fn csrf_tokens_belong_to_cookie_sessions() {
+        let g = gate(&VoiceConfig::default());
+        let a1 = g.directory.by_name("agent1").unwrap().clone();
+        let (set, csrf) = g.set_cookie(&a1);
+        let (_, other_csrf) = g.set_cookie(&a1);
+        assert_ne!(csrf, other_csrf);
+        let pair = set.split(';').next().unwrap().to_owned();
+        let creds = g.authenticate(&headers(&[("cookie", &pair)])).unwrap();
+        assert!(g.csrf_ok(&creds, &headers(&[("x-csrf-token", &csrf)])));
+        for wrong in [&*other_csrf, "", &csrf[..35]] {
+            assert!(
+                !g.csrf_ok(&creds, &headers(&[("x-csrf-token", wrong)])),
+                "{wrong}"
+            );
+        }
+        assert!(!g.csrf_ok(&creds, &HeaderMap::new()));
+        // Basic credentials without a cookie session have no token to match.
+        let basic_only = g
+            .authenticate(&headers(&[(
+                "authorization",
+                &basic_header("agent1", "password"),
+            )]))
+            .unwrap();
+        assert!(!g.csrf_ok(&basic_only, &headers(&[("x-csrf-token", &csrf)])));
+        // Basic plus the same user's cookie: the cookie session's token.
+        let both = g
+            .authenticate(&headers(&[
+                ("authorization", &basic_header("agent1", "password")),
+                ("cookie", &pair),
+            ]))
+            .unwrap();
+        assert!(g.csrf_ok(&both, &headers(&[("x-csrf-token", &csrf)])));
     }
 
     #[test]

@@ -56,8 +56,21 @@ pub struct VoiceConfig {
     /// The server's own address as clients reach it, used in `uri` and `deviceUri`, e.g.
     /// `http://127.0.0.1:8080` (no trailing slash).
     pub public_base_url: String,
-    /// Largest accepted request body, in bytes (HTTP 413 beyond).
+    /// Largest accepted request body, in bytes (HTTP 413 beyond). As on the Bayeux endpoint,
+    /// the rest of an oversized body is read and discarded up to 4× this limit so the client
+    /// can read the answer; beyond that the 413 goes at once and the connection is closed.
     pub max_body_bytes: usize,
+    /// Time allowed to send a request body once the headers are in, in milliseconds (HTTP 408
+    /// beyond, connection closed). The default is the transport's `body_read_timeout` (30 s):
+    /// without it a client that stalls mid-body holds its connection forever.
+    pub body_read_timeout_ms: u64,
+    /// GWS's optional CSRF protection (`enableCsrfProtection`), off by default. When on, every
+    /// authenticated answer carries `X-CSRF-HEADER: X-CSRF-TOKEN` and `X-CSRF-TOKEN: <token>`
+    /// (the token of the session cookie, which lives as long as it), and a state-changing
+    /// request (POST) without that token in its `X-CSRF-TOKEN` header is refused with HTTP 403,
+    /// statusCode 3, "Missing or invalid Csrf token". Clients must then keep the session
+    /// cookie.
+    pub enable_csrf_protection: bool,
     /// Largest serialized `userData` of one call, in bytes (statusCode 1 beyond).
     pub max_user_data_bytes: usize,
     /// Calls one user may have that are not released (statusCode 2 beyond).
@@ -84,6 +97,8 @@ impl Default for VoiceConfig {
             notifications_path: "/api/v2/notifications".into(),
             public_base_url: "http://127.0.0.1:8080".into(),
             max_body_bytes: 64 * 1024,
+            body_read_timeout_ms: 30_000,
+            enable_csrf_protection: false,
             max_user_data_bytes: 32 * 1024,
             max_calls_per_user: 16,
             max_released_calls_per_user: 32,
@@ -212,9 +227,13 @@ impl VoiceConfig {
                 "session_cookie_name must be ASCII letters, digits, '_' or '-'".into(),
             ));
         }
-        if self.max_body_bytes == 0 || self.max_cookie_sessions == 0 {
+        if self.max_body_bytes == 0
+            || self.max_cookie_sessions == 0
+            || self.body_read_timeout_ms == 0
+        {
             return Err(ConfigError::Invalid(
-                "max_body_bytes and max_cookie_sessions must be positive".into(),
+                "max_body_bytes, max_cookie_sessions and body_read_timeout_ms must be positive"
+                    .into(),
             ));
         }
         Ok(())
@@ -298,6 +317,34 @@ mod tests {
         assert_eq!(j.users.len(), 3);
         assert_eq!(j.effective_origins(), vec!["https://gws.example"]);
         assert!(serde_json::from_str::<VoiceConfig>(r#"{"typo":1}"#).is_err());
+        let limits: VoiceConfig = toml::from_str(
+            "body_read_timeout_ms = 250\nmax_body_bytes = 100\nenable_csrf_protection = true",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                limits.body_read_timeout_ms,
+                limits.max_body_bytes,
+                limits.enable_csrf_protection
+            ),
+            (250, 100, true)
+        );
+    }
+
+    #[test]
+    fn limits_default_like_the_transport() {
+        let c = VoiceConfig::default();
+        assert_eq!(
+            std::time::Duration::from_millis(c.body_read_timeout_ms),
+            bayeux_transport::TransportConfig::default().body_read_timeout
+        );
+        assert_eq!(c.max_body_bytes, 64 * 1024);
+        assert!(!c.enable_csrf_protection);
+        let zero = VoiceConfig {
+            body_read_timeout_ms: 0,
+            ..VoiceConfig::default()
+        };
+        assert!(matches!(zero.validate(), Err(ConfigError::Invalid(_))));
     }
 
     #[test]

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
 
 use crate::config::{FEATURE_RECORDING, FEATURE_VOICE, UserConfig};
-use crate::util::ct_eq;
 
 /// One user as the service sees it.
 #[derive(Debug)]
@@ -101,15 +101,39 @@ impl Directory {
         self.by_dn.get(dn)
     }
 
-    /// The user with these credentials. The password comparison takes the same time whether
-    /// or not the user exists.
+    /// The user with these credentials. The password comparison is constant-time in the
+    /// bytes compared (`subtle`; only the lengths show), and an unknown user costs a comparison
+    /// too, so timing tells little about which part was wrong.
     pub fn check_password(&self, name: &str, password: &str) -> Option<&Arc<User>> {
         match self.by_name.get(name) {
-            Some(u) => ct_eq(u.password.as_bytes(), password.as_bytes()).then_some(u),
+            Some(u) => bool::from(u.password.as_bytes().ct_eq(password.as_bytes())).then_some(u),
             None => {
-                let _ = ct_eq(password.as_bytes(), password.as_bytes());
+                let _ = password.as_bytes().ct_eq(password.as_bytes());
                 None
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_must_match_exactly() {
+        let d = Directory::new(&crate::VoiceConfig::default().users);
+        assert_eq!(
+            &*d.check_password("agent1", "password").unwrap().name,
+            "agent1"
+        );
+        for (u, p) in [
+            ("agent1", "passwore"),
+            ("agent1", "passwor"),
+            ("agent1", "password "),
+            ("agent1", ""),
+            ("nobody", "password"),
+        ] {
+            assert!(d.check_password(u, p).is_none(), "{u}:{p}");
         }
     }
 }

@@ -14,6 +14,15 @@ pub enum VoiceError {
     BadRequest(String),
     /// The body is larger than the configured limit: HTTP 413, statusCode 1.
     TooLarge,
+    /// The body did not arrive within the configured time: HTTP 408, statusCode 1.
+    BodyTimeout,
+    /// A state-changing request whose `Content-Type` is not `application/json`: HTTP 415,
+    /// statusCode 1. (A cross-site HTML form can only send form or plain-text bodies, and a
+    /// script needs a CORS preflight to send JSON.)
+    UnsupportedMediaType,
+    /// CSRF protection is on and a state-changing request lacks its session's
+    /// `X-CSRF-TOKEN`: HTTP 403, statusCode 3, GWS's message.
+    CsrfTokenInvalid,
     /// Unknown operation, an operation not valid in the current state, or a missing feature:
     /// HTTP 400, statusCode 2.
     InvalidOperation(String),
@@ -34,9 +43,12 @@ impl VoiceError {
     /// The GWS `statusCode`.
     pub fn status_code(&self) -> u32 {
         match self {
-            VoiceError::BadRequest(_) | VoiceError::TooLarge => 1,
+            VoiceError::BadRequest(_)
+            | VoiceError::TooLarge
+            | VoiceError::BodyTimeout
+            | VoiceError::UnsupportedMediaType => 1,
             VoiceError::InvalidOperation(_) | VoiceError::MethodNotAllowed => 2,
-            VoiceError::OriginNotAllowed => 3,
+            VoiceError::OriginNotAllowed | VoiceError::CsrfTokenInvalid => 3,
             VoiceError::Internal(_) => 4,
             VoiceError::NotFound(_) => 6,
             VoiceError::Unauthenticated => 20,
@@ -48,8 +60,10 @@ impl VoiceError {
         match self {
             VoiceError::BadRequest(_) | VoiceError::InvalidOperation(_) => StatusCode::BAD_REQUEST,
             VoiceError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            VoiceError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            VoiceError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             VoiceError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            VoiceError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            VoiceError::OriginNotAllowed | VoiceError::CsrfTokenInvalid => StatusCode::FORBIDDEN,
             VoiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             VoiceError::NotFound(_) => StatusCode::NOT_FOUND,
             VoiceError::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -64,6 +78,9 @@ impl VoiceError {
             | VoiceError::NotFound(m)
             | VoiceError::Internal(m) => m,
             VoiceError::TooLarge => "Request body too large",
+            VoiceError::BodyTimeout => "Request body timed out",
+            VoiceError::UnsupportedMediaType => "Content-Type must be application/json",
+            VoiceError::CsrfTokenInvalid => "Missing or invalid Csrf token",
             VoiceError::MethodNotAllowed => "Method not allowed",
             VoiceError::Unauthenticated => "Access denied",
             VoiceError::OriginNotAllowed => "Origin not allowed",
@@ -113,6 +130,9 @@ mod tests {
         let table = [
             (VoiceError::BadRequest("x".into()), 400, 1),
             (VoiceError::TooLarge, 413, 1),
+            (VoiceError::BodyTimeout, 408, 1),
+            (VoiceError::UnsupportedMediaType, 415, 1),
+            (VoiceError::CsrfTokenInvalid, 403, 3),
             (VoiceError::InvalidOperation("x".into()), 400, 2),
             (VoiceError::MethodNotAllowed, 405, 2),
             (VoiceError::NotFound("x".into()), 404, 6),

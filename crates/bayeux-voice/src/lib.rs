@@ -9,7 +9,9 @@
 //!   [`tower::Service`]): `me`, devices, `Dial`, call operations (answer, hold, retrieve,
 //!   hang up, the four recording operations, user data), device-level `StopCallRecording`; with
 //!   Basic authentication, an HTTP-only session cookie, an `Origin` check, CORS, body limits and
-//!   feature gating (`api-voice`, `api-voice-recording`);
+//!   a body-read timeout (the Bayeux endpoint's rules), JSON-only state changes, GWS's optional
+//!   CSRF token ([`VoiceConfig::enable_csrf_protection`]) and feature gating (`api-voice`,
+//!   `api-voice-recording`); the crate's README tabulates these request rules;
 //! - the call model: per-user legs of each call, the call and recording state machines
 //!   ([`model::transition`]) and capabilities derived from them;
 //! - one `CallStateChangeMessage` per affected user and state change, on `/v2/me/calls`, through
@@ -36,7 +38,7 @@
 //!   404/6). At most `max_calls_per_user` live calls per user (statusCode 2 beyond).
 //! - Device-level `StopCallRecording` with nothing recorded is accepted and publishes nothing.
 //! - Unknown paths under `/api/v2` answer 404/6, wrong methods 405/2, bodies over the limit
-//!   413/1; `GET /api/v2/devices/{id}` (where `deviceUri` points) serves the user's own device.
+//!   413/1, bodies that stall 408/1, POSTs that are not `application/json` 415/1; `GET /api/v2/devices/{id}` (where `deviceUri` points) serves the user's own device.
 //! - No device events are published: no operation of the contract changes a device.
 //!
 //! Wiring, in a host:
@@ -77,8 +79,9 @@ pub use telephony::{CallControl, OutboundCall, SimulatedTelephony, Telephony};
 
 /// The `Authorization` header value for Basic credentials, e.g. for clients and tests.
 pub fn basic_authorization(user: &str, password: &str) -> String {
+    use base64::Engine as _;
     format!(
         "Basic {}",
-        util::base64_encode(format!("{user}:{password}").as_bytes())
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
 }

@@ -1,4 +1,4 @@
-//! Small helpers: random identifiers, Base64, constant-time comparison, timestamps.
+//! Small helpers: random identifiers and tokens, timestamps.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,59 +35,20 @@ pub(crate) fn token() -> String {
     bayeux_core::random_hex(32)
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
-pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Decodes standard Base64 (padding optional); `None` on any invalid symbol.
-pub(crate) fn base64_decode(input: &str) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let s = input.trim_end_matches('=').as_bytes();
-    if input.len() - s.len() > 2 || s.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= val(c)? << (18 - 6 * i);
-        }
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
-}
-
-/// Encodes standard Base64 with padding.
-pub(crate) fn base64_encode(input: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let mut b = [0u8; 3];
-        b[..chunk.len()].copy_from_slice(chunk);
-        let n = u32::from_be_bytes([0, b[0], b[1], b[2]]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// A CSRF token in the shape GWS hands out (a random, version-4 UUID: 122 random bits).
+pub(crate) fn csrf_token() -> String {
+    let mut b = random_bytes::<16>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// The current UTC time as `YYYY-MM-DD_HH-MM-SS` (the timestamp part of `GSIP_REC_FN`).
@@ -148,23 +109,22 @@ mod tests {
     }
 
     #[test]
-    fn base64_round_trips() {
-        for s in ["", "a", "ab", "abc", "agent1:password", "ünïcødé:x"] {
-            let e = base64_encode(s.as_bytes());
-            assert_eq!(base64_decode(&e).unwrap(), s.as_bytes(), "{s}");
-        }
-        assert_eq!(base64_encode(b"agent1:password"), "YWdlbnQxOnBhc3N3b3Jk");
-        assert_eq!(base64_decode("YWI").unwrap(), b"ab");
-        assert!(base64_decode("a").is_none());
-        assert!(base64_decode("ab$=").is_none());
-        assert!(base64_decode("a===").is_none());
-    }
-
-    #[test]
-    fn ct_eq_compares() {
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"ab"));
+    fn csrf_tokens_are_distinct_v4_uuids() {
+        let t = csrf_token();
+        assert_eq!(t.len(), 36);
+        let groups: Vec<&str> = t.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(
+            groups
+                .iter()
+                .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+        assert!(groups[2].starts_with('4'));
+        assert!(matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
+        assert_ne!(t, csrf_token());
     }
 
     #[test]

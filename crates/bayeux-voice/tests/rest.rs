@@ -31,7 +31,9 @@ async fn missing_or_wrong_credentials_are_401_20() {
     }
     let post = send(
         &h.api,
-        req("POST", "/api/v2/me/calls/X").auth("agent1", "nope"),
+        req("POST", "/api/v2/me/calls/X")
+            .auth("agent1", "nope")
+            .json(),
         Some(r#"{"operationName":"Hangup"}"#.into()),
     )
     .await;
@@ -97,6 +99,7 @@ async fn foreign_origin_is_403_3_and_allowed_origin_gets_cors() {
             &format!("/api/v2/me/devices/{}/calls", h.device_of("agent1")),
         )
         .auth("agent1", "password")
+        .json()
         .header("origin", "http://evil.example"),
         Some(json!({"operationName":"Dial","destination":{"phoneNumber":"15001"}}).to_string()),
     )
@@ -200,7 +203,7 @@ async fn malformed_bodies_are_400_1() {
     ] {
         let r = send(
             &h.api,
-            req("POST", &path).auth("agent1", "password"),
+            req("POST", &path).auth("agent1", "password").json(),
             Some(body.into()),
         )
         .await;
@@ -380,6 +383,7 @@ async fn oversized_bodies_and_user_data() {
         &h.api,
         req("POST", &format!("/api/v2/me/calls/{id}"))
             .auth("agent1", "password")
+            .json()
             .header("content-length", "10000000"),
         Some(String::new()),
     )

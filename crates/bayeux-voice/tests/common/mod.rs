@@ -142,7 +142,7 @@ impl Harness {
     pub async fn post(&self, user: &str, path: &str, body: Value) -> Resp {
         send(
             &self.api,
-            req("POST", path).auth(user, &Self::password(user)),
+            req("POST", path).auth(user, &Self::password(user)).json(),
             Some(body.to_string()),
         )
         .await
@@ -207,6 +207,11 @@ impl Req {
         self.header("authorization", &basic_authorization(user, password))
     }
 
+    /// `Content-Type: application/json`, which state-changing requests need.
+    pub fn json(self) -> Req {
+        self.header("content-type", "application/json")
+    }
+
     pub fn header(self, k: &str, v: &str) -> Req {
         Req {
             builder: self.builder.header(k, v),
@@ -242,7 +247,14 @@ impl Resp {
 }
 
 pub async fn send(api: &VoiceApi, r: Req, body: Option<String>) -> Resp {
-    let body = Full::new(Bytes::from(body.unwrap_or_default()));
+    send_body(api, r, Full::new(Bytes::from(body.unwrap_or_default()))).await
+}
+
+/// Sends a request with any body (e.g. one that stalls or streams).
+pub async fn send_body<B>(api: &VoiceApi, r: Req, body: B) -> Resp
+where
+    B: http_body::Body<Data = Bytes>,
+{
     let resp = api.handle(r.builder.body(body).unwrap()).await;
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();

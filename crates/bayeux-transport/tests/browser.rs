@@ -758,3 +758,89 @@ async fn websocket_upgrades_marked_cross_site_need_an_allowed_origin() {
     })
     .await;
 }
+
+/// Every combination of fetch metadata and `Origin` a browser (or a forger) may send, on a
+/// credentialed endpoint with callback-polling turned on, over JSONP and long-polling: no
+/// answer is a server error, and a session is created exactly when an independent statement
+/// of the rule says the request may read the endpoint.
+#[tokio::test]
+async fn every_fetch_metadata_combination_follows_the_rule() {
+    bounded(async {
+        let s = credentialed_server(Some(true)).await;
+        let mut http = Http::connect(s.addr).await.unwrap().reconnecting();
+        let sites = [
+            None,
+            Some("same-origin"),
+            Some("none"),
+            Some("same-site"),
+            Some("cross-site"),
+            Some("bogus"),
+        ];
+        let dests = [None, Some("script"), Some("empty"), Some("document")];
+        let modes = [None, Some("no-cors"), Some("cors"), Some("navigate")];
+        let origins = [
+            None,
+            Some("https://good.example"),
+            Some("https://evil.example"),
+            Some("null"),
+        ];
+        let hs = json!([handshake_msg("1", &["callback-polling", "long-polling"])]);
+        let jsonp_target = jsonp_path("/cometd/handshake", Some("cb"), &hs);
+        let mut sessions = 0;
+        for site in sites {
+            for dest in dests {
+                for mode in modes {
+                    for origin in origins {
+                        for jsonp in [true, false] {
+                            let mut headers = vec![("x-user", "alice")];
+                            for (name, value) in [
+                                ("sec-fetch-site", site),
+                                ("sec-fetch-dest", dest),
+                                ("sec-fetch-mode", mode),
+                                ("origin", origin),
+                            ] {
+                                if let Some(v) = value {
+                                    headers.push((name, v));
+                                }
+                            }
+                            let resp = if jsonp {
+                                http.request(Method::GET, &jsonp_target, &headers, Vec::new())
+                                    .await
+                            } else {
+                                headers.push(("content-type", "application/json"));
+                                http.request(
+                                    Method::POST,
+                                    "/cometd/handshake",
+                                    &headers,
+                                    hs.to_string(),
+                                )
+                                .await
+                            }
+                            .unwrap();
+                            let case = format!("{headers:?} jsonp={jsonp}");
+                            let own = matches!(site, None | Some("same-origin") | Some("none"));
+                            let allowed_origin = origin.is_none_or(|o| o == "https://good.example");
+                            let may_read = allowed_origin
+                                && (own || origin.is_some_and(|o| o != "null"))
+                                && (own || dest != Some("script"));
+                            let ok = resp.status == StatusCode::OK;
+                            assert!(
+                                ok || resp.status == StatusCode::FORBIDDEN,
+                                "{case}: {}",
+                                resp.status
+                            );
+                            assert_eq!(ok, may_read, "{case}: {}", resp.text());
+                            if ok {
+                                sessions += 1;
+                                assert!(resp.text().contains(r#""successful":true"#), "{case}");
+                            }
+                            assert_eq!(s.engine().sessions_of("alice").len(), sessions, "{case}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(sessions > 0);
+    })
+    .await;
+}

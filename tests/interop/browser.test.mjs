@@ -6,80 +6,30 @@
 // server), so every Bayeux request is cross-origin: long-polling needs CORS with credentials,
 // callback-polling uses <script> (JSONP), websocket sends an Origin header.
 //
+// The server's /cometd carries the voice authenticator, and callback-polling is off on
+// credentialed endpoints (a <script> load is how a foreign page reads them; see xsite.test.mjs),
+// so callback-polling runs against a second server whose /cometd is anonymous (voice disabled).
+//
 // Environment: BAYEUX_SKIP_BROWSER=1 skips these tests; otherwise a missing Chromium is a failure.
 // BAYEUX_CHROMIUM overrides the browser path (default /usr/bin/chromium).
 
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { TestClient } from "./lib/cometd-node.mjs";
+import { CHROMIUM, CHROMIUM_ARGS, SKIP_BROWSER as SKIP, startPageServer, stopPageServer } from "./lib/pages.mjs";
 import { startServer } from "./lib/server.mjs";
 import { show, uid, waitFor, withTimeout } from "./lib/util.mjs";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const CHROMIUM = process.env.BAYEUX_CHROMIUM || "/usr/bin/chromium";
-const SKIP = process.env.BAYEUX_SKIP_BROWSER === "1";
-const CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-];
 // callback-polling (JSONP) can only run in a browser, so it is covered here too.
 const BROWSER_TRANSPORTS = ["websocket", "long-polling", "callback-polling"];
 
-/** Serves the test page, its script and the cometd ES modules; nothing else. */
-function startStaticServer() {
-    const cometdDir = path.join(HERE, "node_modules", "cometd");
-    const files = {
-        "/": [path.join(HERE, "browser", "index.html"), "text/html; charset=utf-8"],
-        "/index.html": [path.join(HERE, "browser", "index.html"), "text/html; charset=utf-8"],
-        "/app.mjs": [path.join(HERE, "browser", "app.mjs"), "text/javascript; charset=utf-8"],
-    };
-    const server = http.createServer((req, res) => {
-        const pathname = new URL(req.url, "http://127.0.0.1").pathname;
-        if (pathname === "/favicon.ico") {
-            res.writeHead(204);
-            res.end();
-            return;
-        }
-        let entry = files[pathname];
-        const m = /^\/cometd\/([A-Za-z0-9]+\.js)$/.exec(pathname);
-        if (!entry && m) {
-            entry = [path.join(cometdDir, m[1]), "text/javascript; charset=utf-8"];
-        }
-        if (!entry || req.method !== "GET") {
-            res.writeHead(404, { "Content-Type": "text/plain" });
-            res.end("not found");
-            return;
-        }
-        fs.readFile(entry[0], (err, body) => {
-            if (err) {
-                res.writeHead(404, { "Content-Type": "text/plain" });
-                res.end("not found");
-                return;
-            }
-            res.writeHead(200, { "Content-Type": entry[1], "Cache-Control": "no-store" });
-            res.end(body);
-        });
-    });
-    return new Promise((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(0, "127.0.0.1", () => resolve(server));
-    });
-}
-
 describe("cometd js client in headless chromium", () => {
-    let server;
+    let voiceServer;
+    let anonServer;
     let pages;
     let userDataDir;
     let context;
@@ -94,9 +44,16 @@ describe("cometd js client in headless chromium", () => {
             if (!fs.existsSync(CHROMIUM)) {
                 throw new Error(`${CHROMIUM} not found: run scripts/install-test-deps.sh (or set BAYEUX_SKIP_BROWSER=1 to skip browser tests)`);
             }
-            server = await startServer();
-            pages = await startStaticServer();
+            voiceServer = await startServer();
             userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "bayeux-chromium-"));
+            const anonConfig = `${userDataDir}-anon.toml`;
+            fs.writeFileSync(anonConfig, "voice_enabled = false\n");
+            try {
+                anonServer = await startServer({ args: ["--config", anonConfig] });
+            } finally {
+                fs.rmSync(anonConfig, { force: true });
+            }
+            pages = await startPageServer();
             context = await chromium.launchPersistentContext(userDataDir, {
                 executablePath: CHROMIUM,
                 headless: true,
@@ -118,12 +75,12 @@ describe("cometd js client in headless chromium", () => {
         if (context) {
             await withTimeout(context.close(), 10000, "closing chromium").catch(() => {});
         }
-        if (pages) {
-            pages.closeAllConnections?.();
-            pages.close();
+        stopPageServer(pages);
+        if (voiceServer) {
+            await voiceServer.stop();
         }
-        if (server) {
-            await server.stop();
+        if (anonServer) {
+            await anonServer.stop();
         }
         if (userDataDir) {
             fs.rmSync(userDataDir, { recursive: true, force: true });
@@ -133,6 +90,7 @@ describe("cometd js client in headless chromium", () => {
     for (const transport of BROWSER_TRANSPORTS) {
         test(`subscribe, publish and receive over ${transport} (cross-origin page)`, { timeout: 20000, skip: SKIP && "BAYEUX_SKIP_BROWSER=1" }, async (t) => {
             const channel = `/it/browser/${transport}/${uid()}`;
+            const server = transport === "callback-polling" ? anonServer : voiceServer;
             const page = await context.newPage();
             const consoleLines = [];
             page.on("console", (msg) => consoleLines.push(`[${msg.type()}] ${msg.text()}`));

@@ -53,6 +53,11 @@ pub struct BayeuxSection {
     pub path: String,
     /// Origins allowed cross-origin; empty means any origin.
     pub allow_origins: Vec<String>,
+    /// Callback-polling (JSONP) on the endpoint: unset means on only when the endpoint has no
+    /// authenticator (with the voice API enabled it has one, so JSONP is off); `true` turns it
+    /// on there anyway for clients without fetch metadata and same-origin pages (see
+    /// `bayeux_transport::Endpoint::callback_polling`), `false` turns it off.
+    pub callback_polling: Option<bool>,
     /// Connect hold time, ms.
     pub timeout_ms: u64,
     /// Client pause between connects, ms.
@@ -109,6 +114,7 @@ impl Default for BayeuxSection {
         BayeuxSection {
             path: "/cometd".into(),
             allow_origins: Vec::new(),
+            callback_polling: None,
             timeout_ms: e.timeout_ms,
             interval_ms: e.interval_ms,
             max_interval_ms: e.max_interval_ms,
@@ -190,6 +196,7 @@ impl ServerConfig {
         if !b.allow_origins.is_empty() {
             endpoint.origins = Origins::List(b.allow_origins.clone());
         }
+        endpoint.callback_polling = b.callback_polling;
         Ok(TransportConfig {
             endpoints: vec![endpoint],
             max_body_bytes: b.max_body_bytes,
@@ -244,6 +251,17 @@ mod tests {
         assert_eq!(
             c.transport().unwrap().write_deadline(),
             Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn callback_polling_setting_reaches_the_endpoint() {
+        let c: ServerConfig = toml::from_str("").unwrap();
+        assert_eq!(c.transport().unwrap().endpoints[0].callback_polling, None);
+        let c: ServerConfig = toml::from_str("[bayeux]\ncallback_polling = true").unwrap();
+        assert_eq!(
+            c.transport().unwrap().endpoints[0].callback_polling,
+            Some(true)
         );
     }
 

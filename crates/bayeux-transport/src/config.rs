@@ -74,7 +74,25 @@ pub struct Endpoint {
     /// Which origins may use it.
     pub origins: Origins,
     /// How requests on it are authenticated (none: every request is anonymous).
+    ///
+    /// An endpoint with an authenticator is *credentialed*: browsers attach the user's cookies
+    /// and cached Basic credentials to every request to it, whichever page makes the request.
+    /// So on it, requests a browser marks as coming from another origin (`Sec-Fetch-Site`
+    /// `same-site` or `cross-site`) are refused (HTTP 403) unless they carry an `Origin` the
+    /// endpoint allows (CORS and WebSocket requests), and script loads (`Sec-Fetch-Dest:
+    /// script`) are refused unless the browser marks them same-origin. Requests without fetch
+    /// metadata (non-browser clients, old browsers) are unaffected.
     pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// Whether callback-polling (JSONP GET) is served here; `None` (the default) means "only
+    /// when the endpoint has no authenticator".
+    ///
+    /// A JSONP response is a script any page may load, with the user's credentials attached and
+    /// no `Origin` to check, so on a credentialed endpoint it hands the user's session to
+    /// whichever page asks. `Some(true)` turns it on there anyway, for clients that send no
+    /// fetch metadata and same-origin pages (browsers that mark a script load as same-site or
+    /// cross-site are still refused, see [`Endpoint::authenticator`]); `Some(false)` turns it
+    /// off on an anonymous endpoint. Refused JSONP requests get HTTP 403.
+    pub callback_polling: Option<bool>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -83,6 +101,7 @@ impl std::fmt::Debug for Endpoint {
             .field("path", &self.path)
             .field("origins", &self.origins)
             .field("authenticator", &self.authenticator.is_some())
+            .field("callback_polling", &self.callback_polling)
             .finish()
     }
 }
@@ -94,7 +113,19 @@ impl Endpoint {
             path: path.into().trim_end_matches('/').to_owned(),
             origins: Origins::Any,
             authenticator: None,
+            callback_polling: None,
         }
+    }
+
+    /// Whether requests carry credentials here (the endpoint has an authenticator).
+    pub fn is_credentialed(&self) -> bool {
+        self.authenticator.is_some()
+    }
+
+    /// Whether callback-polling is served here: [`Endpoint::callback_polling`], or, when that is
+    /// `None`, only on an endpoint without an authenticator.
+    pub fn callback_polling_enabled(&self) -> bool {
+        self.callback_polling.unwrap_or(!self.is_credentialed())
     }
 
     /// Whether `path` is this mount point or below it.

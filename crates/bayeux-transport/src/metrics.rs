@@ -22,6 +22,9 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// Requests refused for size (HTTP 413, WebSocket close 1009).
     pub oversize: AtomicU64,
+    /// Requests a browser marked as coming from another origin, refused on a credentialed
+    /// endpoint (HTTP 403; see [`crate::Endpoint::authenticator`]).
+    pub cross_site_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -139,6 +142,12 @@ impl Metrics {
             "counter",
             "Requests refused for size.",
             r(&self.oversize),
+        );
+        line(
+            "bayeux_cross_site_refused_total",
+            "counter",
+            "Cross-site browser requests refused on credentialed endpoints.",
+            r(&self.cross_site_refused),
         );
         out
     }

@@ -1,11 +1,13 @@
 //! The front door: one service that routes every sub-path of each mount point to a transport,
 //! long-polling (POST) and callback-polling (JSONP GET) in `polling`, WebSocket (GET + upgrade)
-//! in `ws`, after the origin check, CORS and the request context (principal, browser cookie).
+//! in `ws`, after the origin check, the cross-site check of credentialed endpoints, CORS and the
+//! request context (principal, browser cookie).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -20,7 +22,7 @@ use crate::config::{Endpoint, TransportConfig};
 use crate::cookie::browser_id;
 use crate::metrics::Metrics;
 use crate::shared::{Body, Shared, plain, stopped};
-use crate::{polling, ws};
+use crate::{auth, polling, ws};
 
 /// The Bayeux HTTP service: mount it in any hyper or tower (axum) server, or run it with
 /// [`crate::serve`]. Cheap to clone.
@@ -140,6 +142,16 @@ impl BayeuxService {
         {
             return plain(StatusCode::FORBIDDEN, "origin not allowed");
         }
+        if endpoint.is_credentialed() && cross_site(req.headers(), origin.as_deref()) {
+            self.shared
+                .metrics
+                .cross_site_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return plain(
+                StatusCode::FORBIDDEN,
+                "cross-site request refused on a credentialed endpoint",
+            );
+        }
         let mut resp = if req.method() == Method::OPTIONS {
             preflight(req.headers())
         } else {
@@ -178,6 +190,12 @@ impl BayeuxService {
         }
         if req.method() != Method::POST && req.method() != Method::GET {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST, GET or OPTIONS");
+        }
+        if jsonp && !endpoint.callback_polling_enabled() {
+            return plain(
+                StatusCode::FORBIDDEN,
+                "callback-polling is not enabled on this endpoint",
+            );
         }
         let ctx = self.context(&req, endpoint, kind);
         if is_ws {
@@ -236,6 +254,17 @@ impl BayeuxService {
         };
         ctx
     }
+}
+
+/// Whether a browser says a request to a credentialed endpoint comes from a page that may not
+/// read it (see [`Endpoint::authenticator`]): marked as another origin's without an `Origin`
+/// the endpoint allowed (an allowed one was checked by the caller; `null`, the origin of
+/// sandboxed and `data:` documents, names no page and counts as none), or a script load from
+/// anywhere but the same origin, which is how JSONP is read by another page.
+fn cross_site(headers: &HeaderMap, origin: Option<&str>) -> bool {
+    let foreign = auth::marked_foreign(headers);
+    let origin = origin.filter(|o| !o.eq_ignore_ascii_case("null"));
+    foreign && (origin.is_none() || auth::script_load(headers))
 }
 
 fn clone_parts<B>(req: &Request<B>) -> (http::request::Parts, ()) {
@@ -317,5 +346,38 @@ mod tests {
         assert!(e.matches("/cometd/connect"));
         assert!(!e.matches("/cometdx"));
         assert!(!e.matches("/other"));
+    }
+
+    #[test]
+    fn cross_site_rule() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let script = |site| h(&[("sec-fetch-site", site), ("sec-fetch-dest", "script")]);
+        // No fetch metadata: not a browser, or an old one; the Origin rules alone apply.
+        assert!(!cross_site(&HeaderMap::new(), None));
+        // Another page's script load or navigation: no Origin, credentials attached.
+        assert!(cross_site(&script("same-site"), None));
+        assert!(cross_site(&script("cross-site"), None));
+        assert!(cross_site(&h(&[("sec-fetch-site", "cross-site")]), None));
+        // `Origin: null` (sandboxed or data: documents) names no page that could be allowed.
+        assert!(cross_site(
+            &h(&[("sec-fetch-site", "cross-site")]),
+            Some("null")
+        ));
+        // A script load with an Origin (`<script crossorigin>`) is still a script load.
+        assert!(cross_site(&script("same-site"), Some("http://a.example")));
+        // CORS and WebSocket requests name their (allowed) origin.
+        assert!(!cross_site(
+            &h(&[("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "cors")]),
+            Some("http://a.example")
+        ));
+        // The endpoint's own pages, and what the user typed.
+        assert!(!cross_site(&script("same-origin"), None));
+        assert!(!cross_site(&h(&[("sec-fetch-site", "none")]), None));
     }
 }

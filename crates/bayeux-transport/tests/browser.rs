@@ -1,5 +1,6 @@
 //! What browsers depend on: the `BAYEUX_BROWSER` cookie (binding and multiple-clients advice),
-//! CORS, JSONP callback-polling, and request authentication.
+//! CORS, JSONP callback-polling, request authentication, and what credentialed endpoints refuse
+//! to other pages (callback-polling off by default, requests a browser marks cross-site).
 
 mod common;
 
@@ -491,6 +492,355 @@ async fn authenticator_applies_to_the_websocket_upgrade() {
         let mut carol = s.client().with_header("x-user", "carol");
         carol.client_id = Some(id);
         assert_eq!(carol.subscribe(json!("/a")).await["successful"], true);
+    })
+    .await;
+}
+
+/// A credentialed endpoint (the `x-user` authenticator) at `/cometd`, allowing
+/// `https://good.example` only, with callback-polling as given.
+async fn credentialed_server(callback_polling: Option<bool>) -> Server {
+    let mut ep = Endpoint::new("/cometd");
+    ep.authenticator = Some(Arc::new(HeaderAuth));
+    ep.origins = Origins::List(vec!["https://good.example".into()]);
+    ep.callback_polling = callback_polling;
+    Server::start(
+        engine_config(10_000),
+        TransportConfig {
+            endpoints: vec![ep],
+            ..TransportConfig::default()
+        },
+    )
+    .await
+}
+
+/// A JSONP handshake GET with the credentials and the given extra headers.
+async fn jsonp_handshake(s: &Server, headers: &[(&str, &str)]) -> Resp {
+    let messages = json!([handshake_msg("1", &["callback-polling"])]);
+    let mut req = empty(
+        Method::GET,
+        s.addr,
+        &jsonp_path("/cometd/handshake", Some("cb"), &messages),
+    )
+    .header("x-user", "alice");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    send(s.addr, req.body(Full::default()).unwrap()).await
+}
+
+/// A long-polling handshake POST with the credentials and the given extra headers.
+async fn post_handshake(s: &Server, headers: &[(&str, &str)]) -> Resp {
+    let mut req = post(
+        s.addr,
+        "/cometd/handshake",
+        json!([handshake_msg("1", &["long-polling"])]).to_string(),
+    );
+    req.headers_mut()
+        .insert("x-user", http::HeaderValue::from_static("alice"));
+    for (k, v) in headers {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    send(s.addr, req).await
+}
+
+fn cross_site_refused(s: &Server) -> u64 {
+    s.svc
+        .metrics()
+        .cross_site_refused
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The fetch metadata of a `<script src>` load by a page of `site` (relative to the endpoint).
+fn script_from(site: &'static str) -> [(&'static str, &'static str); 3] {
+    [
+        ("sec-fetch-site", site),
+        ("sec-fetch-mode", "no-cors"),
+        ("sec-fetch-dest", "script"),
+    ]
+}
+
+#[tokio::test]
+async fn callback_polling_is_off_on_credentialed_endpoints_unless_turned_on() {
+    bounded(async {
+        // Default on a credentialed endpoint: off, even for a client without fetch metadata.
+        let s = credentialed_server(None).await;
+        let resp = jsonp_handshake(&s, &[]).await;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN, "{}", resp.text());
+        assert!(resp.text().contains("callback-polling"), "{}", resp.text());
+        assert_eq!(s.engine().session_count(), 0);
+        // Long-polling on it still works.
+        assert_eq!(post_handshake(&s, &[]).await.status, StatusCode::OK);
+        assert_eq!(s.engine().session_count(), 1);
+
+        // Turned on: a client without fetch metadata gets its session, bound to its principal.
+        let on = credentialed_server(Some(true)).await;
+        let resp = jsonp_handshake(&on, &[]).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert!(
+            resp.text().starts_with("cb([{") && resp.text().contains(r#""successful":true"#),
+            "{}",
+            resp.text()
+        );
+        let id = on.engine().sessions_of("alice");
+        assert_eq!(id.len(), 1);
+        // ...and so does a page of the endpoint's own origin.
+        let resp = jsonp_handshake(&on, &script_from("same-origin")).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+
+        // Turned off on an anonymous endpoint.
+        let mut ep = Endpoint::new("/cometd");
+        ep.callback_polling = Some(false);
+        let off = Server::start(
+            engine_config(10_000),
+            TransportConfig {
+                endpoints: vec![ep],
+                ..TransportConfig::default()
+            },
+        )
+        .await;
+        let resp = jsonp_handshake(&off, &[]).await;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN, "{}", resp.text());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn script_loads_from_other_pages_are_refused_on_credentialed_endpoints() {
+    bounded(async {
+        // Callback-polling turned on: the refusal comes from the fetch metadata alone.
+        let s = credentialed_server(Some(true)).await;
+        for site in ["same-site", "cross-site"] {
+            let resp = jsonp_handshake(&s, &script_from(site)).await;
+            assert_eq!(
+                resp.status,
+                StatusCode::FORBIDDEN,
+                "{site}: {}",
+                resp.text()
+            );
+            assert!(resp.text().contains("cross-site"), "{}", resp.text());
+            assert!(resp.header("access-control-allow-origin").is_none());
+        }
+        // `<script crossorigin>` from an allowed origin is a script load all the same.
+        let mut with_origin = script_from("same-site").to_vec();
+        with_origin.push(("origin", "https://good.example"));
+        let resp = jsonp_handshake(&s, &with_origin).await;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN);
+        assert_eq!(s.engine().session_count(), 0);
+        assert_eq!(cross_site_refused(&s), 3);
+        assert!(
+            s.svc
+                .render_metrics()
+                .contains("bayeux_cross_site_refused_total 3")
+        );
+
+        // The same script loads on an anonymous endpoint are served: no credentials to steal.
+        let anon = server().await;
+        let resp = jsonp_handshake(&anon, &script_from("cross-site")).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert_eq!(cross_site_refused(&anon), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requests_marked_cross_site_need_an_allowed_origin_on_credentialed_endpoints() {
+    bounded(async {
+        let s = credentialed_server(None).await;
+        // Marked as another page's, without an Origin (a navigation, a no-cors fetch), or with
+        // the opaque `null` origin (which this origin list refuses before the cross-site rule
+        // counts it), or with an unknown marking: refused.
+        for headers in [
+            vec![("sec-fetch-site", "cross-site")],
+            vec![
+                ("sec-fetch-site", "same-site"),
+                ("sec-fetch-mode", "navigate"),
+            ],
+            vec![("sec-fetch-site", "cross-site"), ("origin", "null")],
+            vec![("sec-fetch-site", "bogus")],
+        ] {
+            let resp = post_handshake(&s, &headers).await;
+            assert_eq!(resp.status, StatusCode::FORBIDDEN, "{headers:?}");
+        }
+        // A foreign Origin is refused by the origin list, whatever the metadata says.
+        let resp = post_handshake(
+            &s,
+            &[
+                ("sec-fetch-site", "same-origin"),
+                ("origin", "https://evil.example"),
+            ],
+        )
+        .await;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN);
+        assert_eq!(s.engine().session_count(), 0);
+        assert_eq!(cross_site_refused(&s), 3);
+
+        // What keeps working: CORS from an allowed origin (cross-site or same-site), the
+        // endpoint's own pages, what the user typed, and clients without fetch metadata.
+        for headers in [
+            vec![
+                ("sec-fetch-site", "cross-site"),
+                ("sec-fetch-mode", "cors"),
+                ("origin", "https://good.example"),
+            ],
+            vec![
+                ("sec-fetch-site", "same-site"),
+                ("sec-fetch-mode", "cors"),
+                ("origin", "https://good.example"),
+            ],
+            vec![
+                ("sec-fetch-site", "same-origin"),
+                ("sec-fetch-mode", "cors"),
+            ],
+            vec![("sec-fetch-site", "none")],
+            vec![],
+        ] {
+            let resp = post_handshake(&s, &headers).await;
+            assert_eq!(resp.status, StatusCode::OK, "{headers:?}: {}", resp.text());
+            assert_eq!(resp.messages()[0]["successful"], true, "{headers:?}");
+        }
+        assert_eq!(s.engine().sessions_of("alice").len(), 5);
+        // A CORS preflight from an allowed origin is answered too.
+        let req = empty(Method::OPTIONS, s.addr, "/cometd/handshake")
+            .header(header::ORIGIN, "https://good.example")
+            .header("sec-fetch-site", "cross-site")
+            .header("sec-fetch-mode", "cors")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(Full::default())
+            .unwrap();
+        assert_eq!(send(s.addr, req).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(cross_site_refused(&s), 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn websocket_upgrades_marked_cross_site_need_an_allowed_origin() {
+    bounded(async {
+        let s = credentialed_server(None).await;
+        let upgrade = |extra: &[(&'static str, &'static str)]| {
+            let mut req = empty(Method::GET, s.addr, "/cometd")
+                .header(header::CONNECTION, "Upgrade")
+                .header(header::UPGRADE, "websocket")
+                .header(header::SEC_WEBSOCKET_VERSION, "13")
+                .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+                .header("x-user", "alice");
+            for (k, v) in extra {
+                req = req.header(*k, *v);
+            }
+            req.body(Full::default()).unwrap()
+        };
+        let refused = send(
+            s.addr,
+            upgrade(&[
+                ("sec-fetch-site", "cross-site"),
+                ("sec-fetch-mode", "websocket"),
+            ]),
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        // A browser's upgrade names its page's origin: allowed, it opens.
+        let mut ws = ws_connect_with(
+            s.addr,
+            "/cometd",
+            &[
+                ("x-user", "alice"),
+                ("origin", "https://good.example"),
+                ("sec-fetch-site", "cross-site"),
+                ("sec-fetch-mode", "websocket"),
+            ],
+        )
+        .await;
+        let id = ws_handshake(&mut ws).await;
+        assert_eq!(s.engine().session(&id).unwrap().principal(), Some("alice"));
+    })
+    .await;
+}
+
+/// Every combination of fetch metadata and `Origin` a browser (or a forger) may send, on a
+/// credentialed endpoint with callback-polling turned on, over JSONP and long-polling: no
+/// answer is a server error, and a session is created exactly when an independent statement
+/// of the rule says the request may read the endpoint.
+#[tokio::test]
+async fn every_fetch_metadata_combination_follows_the_rule() {
+    bounded(async {
+        let s = credentialed_server(Some(true)).await;
+        let mut http = Http::connect(s.addr).await.unwrap().reconnecting();
+        let sites = [
+            None,
+            Some("same-origin"),
+            Some("none"),
+            Some("same-site"),
+            Some("cross-site"),
+            Some("bogus"),
+        ];
+        let dests = [None, Some("script"), Some("empty"), Some("document")];
+        let modes = [None, Some("no-cors"), Some("cors"), Some("navigate")];
+        let origins = [
+            None,
+            Some("https://good.example"),
+            Some("https://evil.example"),
+            Some("null"),
+        ];
+        let hs = json!([handshake_msg("1", &["callback-polling", "long-polling"])]);
+        let jsonp_target = jsonp_path("/cometd/handshake", Some("cb"), &hs);
+        let mut sessions = 0;
+        for site in sites {
+            for dest in dests {
+                for mode in modes {
+                    for origin in origins {
+                        for jsonp in [true, false] {
+                            let mut headers = vec![("x-user", "alice")];
+                            for (name, value) in [
+                                ("sec-fetch-site", site),
+                                ("sec-fetch-dest", dest),
+                                ("sec-fetch-mode", mode),
+                                ("origin", origin),
+                            ] {
+                                if let Some(v) = value {
+                                    headers.push((name, v));
+                                }
+                            }
+                            let resp = if jsonp {
+                                http.request(Method::GET, &jsonp_target, &headers, Vec::new())
+                                    .await
+                            } else {
+                                headers.push(("content-type", "application/json"));
+                                http.request(
+                                    Method::POST,
+                                    "/cometd/handshake",
+                                    &headers,
+                                    hs.to_string(),
+                                )
+                                .await
+                            }
+                            .unwrap();
+                            let case = format!("{headers:?} jsonp={jsonp}");
+                            let own = matches!(site, None | Some("same-origin") | Some("none"));
+                            let allowed_origin = origin.is_none_or(|o| o == "https://good.example");
+                            let may_read = allowed_origin
+                                && (own || origin.is_some_and(|o| o != "null"))
+                                && (own || dest != Some("script"));
+                            let ok = resp.status == StatusCode::OK;
+                            assert!(
+                                ok || resp.status == StatusCode::FORBIDDEN,
+                                "{case}: {}",
+                                resp.status
+                            );
+                            assert_eq!(ok, may_read, "{case}: {}", resp.text());
+                            if ok {
+                                sessions += 1;
+                                assert!(resp.text().contains(r#""successful":true"#), "{case}");
+                            }
+                            assert_eq!(s.engine().sessions_of("alice").len(), sessions, "{case}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(sessions > 0);
     })
     .await;
 }

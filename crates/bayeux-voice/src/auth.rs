@@ -221,12 +221,17 @@ impl Gate {
                 .any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/')))
     }
 
-    /// Whether the request's `Origin`, if any, is allowed (absent is allowed: not a browser).
+    /// Whether the request's `Origin` is allowed. A request without one passes unless a browser
+    /// marks it as made by another origin's page (`Sec-Fetch-Site`, see
+    /// [`bayeux_transport::auth::marked_foreign`]): non-browser clients send neither header, but
+    /// a browser's `<script>` loads and navigations from other pages carry the user's cookie and
+    /// cached Basic credentials without an `Origin`.
     pub fn request_origin_ok(&self, headers: &HeaderMap) -> bool {
-        headers
-            .get_all(ORIGIN)
-            .iter()
-            .all(|v| v.to_str().is_ok_and(|o| self.origin_allowed(o)))
+        let mut origins = headers.get_all(ORIGIN).iter().peekable();
+        if origins.peek().is_none() {
+            return !bayeux_transport::auth::marked_foreign(headers);
+        }
+        origins.all(|v| v.to_str().is_ok_and(|o| self.origin_allowed(o)))
     }
 
     /// Authenticates: an `Authorization` header decides when present (wrong Basic credentials
@@ -471,6 +476,28 @@ mod tests {
         assert!(g.origin_allowed("http://127.0.0.1:8080"));
         assert!(!g.origin_allowed("http://evil.example"));
         assert!(g.request_origin_ok(&HeaderMap::new()));
+        // No Origin: trusted only where no browser says another page made the request.
+        for site in ["same-origin", "none"] {
+            assert!(
+                g.request_origin_ok(&headers(&[("sec-fetch-site", site)])),
+                "{site}"
+            );
+        }
+        for site in ["same-site", "cross-site", "bogus"] {
+            assert!(
+                !g.request_origin_ok(&headers(&[("sec-fetch-site", site)])),
+                "{site}"
+            );
+        }
+        // With an Origin, the Origin decides.
+        assert!(g.request_origin_ok(&headers(&[
+            ("origin", "http://127.0.0.1:8080"),
+            ("sec-fetch-site", "same-site"),
+        ])));
+        assert!(!g.request_origin_ok(&headers(&[
+            ("origin", "http://evil.example"),
+            ("sec-fetch-site", "same-origin"),
+        ])));
         let any = gate(&VoiceConfig {
             allowed_origins: vec!["*".into()],
             ..VoiceConfig::default()
@@ -496,5 +523,38 @@ mod tests {
             Some("agent1")
         );
         assert_eq!(a.authenticate(&req("http://evil.example")), None);
+    }
+
+    #[test]
+    fn authenticator_refuses_credentials_of_foreign_script_loads() {
+        let a = VoiceAuthenticator {
+            gate: Arc::new(gate(&VoiceConfig::default())),
+        };
+        let user = a.gate.directory.by_name("agent1").unwrap().clone();
+        let set = a.gate.set_cookie(&user);
+        let cookie = set.0.split(';').next().unwrap().to_owned();
+        let req = |fetch: &[(&str, &str)]| {
+            let mut b = http::Request::builder().header("cookie", cookie.as_str());
+            for (k, v) in fetch {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        // A non-browser client and the server's own pages: the cookie authenticates.
+        assert_eq!(a.authenticate(&req(&[])).as_deref(), Some("agent1"));
+        let own = [
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-dest", "empty"),
+        ];
+        assert_eq!(a.authenticate(&req(&own)).as_deref(), Some("agent1"));
+        // Another page's <script>: no Origin, the cookie attached; nobody.
+        for site in ["same-site", "cross-site"] {
+            let script = [
+                ("sec-fetch-site", site),
+                ("sec-fetch-mode", "no-cors"),
+                ("sec-fetch-dest", "script"),
+            ];
+            assert_eq!(a.authenticate(&req(&script)), None, "{site}");
+        }
     }
 }

@@ -507,6 +507,8 @@ async fn credentialed_server(callback_polling: Option<bool>) -> Server {
         engine_config(10_000),
         TransportConfig {
             endpoints: vec![ep],
+            // The exhaustive test below creates a few hundred sessions over one connection.
+            max_sessions_per_connection: 10_000,
             ..TransportConfig::default()
         },
     )

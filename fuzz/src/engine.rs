@@ -495,8 +495,11 @@ impl Runner {
                 })
                 .collect();
             for i in targets {
-                count += 1;
-                self.offer(i, n);
+                // A recipient is counted when the message was queued: a session that the
+                // `disconnect` policy ends at its bound did not get it.
+                if self.offer(i, n) {
+                    count += 1;
+                }
             }
         }
         if self.local.is_some()

@@ -7,12 +7,21 @@
 //! text `CLIENTID` starts with a real handshake, and that text is replaced by the session's id, so connects, subscribes and publishes reach the engine. Connects
 //! are never held (`timeout_ms` 0 and client timeouts capped at 0). After each input every
 //! session is closed and the engine must be empty again.
+//!
+//! The authentication inputs (`Authorization`, cookies, `Origin` and `Sec-Fetch-*`) reach a
+//! second, credentialed endpoint, `/secure`, whose authenticator accepts user `alice` by a Basic
+//! authorization or a session cookie and which allows the origin `https://good.example`. On it,
+//! a session may be created only when an independent statement of the cross-site rule says the
+//! request may read the endpoint, and never by callback-polling.
 
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
+use std::sync::Arc;
+
 use bayeux_core::{Engine, EngineConfig};
-use bayeux_transport::{BayeuxService, TransportConfig};
+use bayeux_transport::auth::Authenticator;
+use bayeux_transport::{BayeuxService, Endpoint, Origins, TransportConfig};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -40,13 +49,54 @@ pub fn harness() -> &'static Harness {
             max_queue: 16,
             ..EngineConfig::default()
         });
+        let mut secure = Endpoint::new("/secure");
+        secure.authenticator = Some(Arc::new(AliceAuth));
+        secure.origins = Origins::List(vec![GOOD_ORIGIN.into()]);
         let transport = TransportConfig {
+            endpoints: vec![Endpoint::new("/cometd"), secure],
             max_body_bytes: 64 * 1024,
             ..TransportConfig::default()
         };
         let service = rt.block_on(async { BayeuxService::new(engine, transport).0 });
         Harness { rt, service }
     })
+}
+
+/// The origin the credentialed endpoint allows.
+const GOOD_ORIGIN: &str = "https://good.example";
+
+/// Authenticates `alice` by `Authorization: Basic YWxpY2U6c2VjcmV0` (`alice:secret`) or the
+/// cookie `SID=alice-session`; anything else is anonymous.
+struct AliceAuth;
+
+impl Authenticator for AliceAuth {
+    fn authenticate(&self, parts: &http::request::Parts) -> Option<Arc<str>> {
+        let basic = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes() == b"Basic YWxpY2U6c2VjcmV0");
+        let cookie = bayeux_transport::cookie_value(&parts.headers, "SID") == Some("alice-session");
+        (basic || cookie).then(|| Arc::from("alice"))
+    }
+}
+
+/// Whether a request to the credentialed endpoint may read it, written independently of the
+/// server's code: pages of the endpoint's own origin (or no fetch metadata at all) may; another
+/// page needs an allowed `Origin`, and may never load it as a script.
+fn may_read_secure(req: &Request<Full<Bytes>>) -> bool {
+    let h = |name: &str| req.headers().get(name).map(|v| v.as_bytes().to_vec());
+    let site = h("sec-fetch-site");
+    let own = match &site {
+        None => true,
+        Some(v) => v.as_slice() == b"same-origin" || v.as_slice() == b"none",
+    };
+    let origin = h("origin");
+    let origin_allowed = origin
+        .as_ref()
+        .is_none_or(|o| o.eq_ignore_ascii_case(GOOD_ORIGIN.as_bytes()));
+    let real_origin = origin.as_ref().is_some_and(|o| o.as_slice() != b"null");
+    let script = h("sec-fetch-dest").is_some_and(|d| d.as_slice() == b"script");
+    origin_allowed && (own || real_origin) && (own || !script)
 }
 
 /// Request method.
@@ -347,7 +397,21 @@ impl Harness {
                 req.headers_mut().insert(header::COOKIE, v);
             }
             let get = req.method() == Method::GET;
+            let secure = req.uri().path().starts_with("/secure");
+            let may_read = may_read_secure(&req);
+            let upgrade = req.headers().contains_key(header::UPGRADE);
             let resp = self.send(req);
+            let alice = self.service.engine().sessions_of("alice").len();
+            if secure && alice > 0 {
+                assert!(
+                    may_read,
+                    "a cross-site request created a session on /secure"
+                );
+                assert!(
+                    !get || upgrade,
+                    "callback-polling created a session on /secure"
+                );
+            }
             if debug() {
                 eprintln!(
                     "{} {:?}",

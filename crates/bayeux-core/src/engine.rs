@@ -16,8 +16,8 @@ use crate::error::{Error, Failure, Reconnect};
 use crate::ext::{Decision, Extension, Listener, RequestContext, SecurityPolicy};
 use crate::router::{Backplane, FanOut, Router};
 use crate::session::{
-    AttachError, BrowserSlots, ConnectStart, Delivery, LocalCallback, Offer, OverflowPolicy, Owner,
-    RemoveReason, Session, Timing, TransportKind, Wake,
+    AttachError, ConnectStart, Delivery, LocalCallback, Offer, OverflowPolicy, Owner, RemoveReason,
+    Session, Slots, Timing, TransportKind, Wake,
 };
 
 /// Engine settings. Every field has a default matching CometD's where CometD has one.
@@ -194,8 +194,11 @@ struct Inner {
     by_principal: DashMap<Arc<str>, Vec<Arc<Session>>>,
     /// Live remote sessions of each endpoint (`""` for requests that name none), counted
     /// against `max_sessions` (reserved before a session is created).
-    endpoint_sessions: DashMap<Arc<str>, usize>,
-    browsers: Arc<BrowserSlots>,
+    endpoint_sessions: Arc<Slots>,
+    /// Long polls held at once per browser.
+    browsers: Arc<Slots>,
+    /// The budget key of requests that name no endpoint.
+    no_endpoint: Arc<str>,
     router: Router,
     extensions: RwLock<Arc<Vec<Arc<dyn Extension>>>>,
     policy: RwLock<Option<Arc<dyn SecurityPolicy>>>,
@@ -264,12 +267,13 @@ impl Engine {
         let timing = Timing::of(&config);
         Engine {
             inner: Arc::new(Inner {
-                browsers: BrowserSlots::new(config.max_sessions_per_browser),
+                browsers: Slots::new(config.max_sessions_per_browser),
+                endpoint_sessions: Slots::new(config.max_sessions),
+                no_endpoint: Arc::from(""),
                 config,
                 timing,
                 sessions: DashMap::new(),
                 by_principal: DashMap::new(),
-                endpoint_sessions: DashMap::new(),
                 router: Router::default(),
                 extensions: RwLock::new(Arc::new(Vec::new())),
                 policy: RwLock::new(None),
@@ -535,10 +539,14 @@ impl Engine {
         {
             return Err(Failure::ConnectionTypeUnsupported);
         }
-        let endpoint: Arc<str> = ctx.endpoint.clone().unwrap_or_else(|| Arc::from(""));
-        if self.endpoint_sessions(&endpoint) >= c.max_sessions {
-            return Err(Failure::TooManySessions);
-        }
+        // The place in the endpoint's budget is taken first, so concurrent handshakes cannot
+        // together pass it; a refusal below drops it again.
+        let endpoint = ctx.endpoint.as_ref().unwrap_or(&self.inner.no_endpoint);
+        let endpoint_slot = self
+            .inner
+            .endpoint_sessions
+            .take(endpoint)
+            .ok_or(Failure::TooManySessions)?;
         if let Some(policy) = self.inner.policy.read().clone() {
             decide(
                 policy.can_handshake(ctx, msg),
@@ -546,22 +554,16 @@ impl Engine {
                 Failure::Unauthorized,
             )?;
         }
-        // Reserve the places first, so concurrent handshakes cannot together pass the limits:
-        // the endpoint's budget, then the connection's quota.
-        if !self.reserve_endpoint_session(&endpoint) {
-            return Err(Failure::TooManySessions);
-        }
         if let Some(quota) = &ctx.connection
             && !quota.take()
         {
-            self.release_endpoint_session(&endpoint);
             return Err(Failure::TooManySessions);
         }
         let session = Arc::new(Session::new(
             Owner {
                 principal: ctx.principal.clone(),
                 browser: ctx.browser.clone(),
-                endpoint: Some(endpoint.clone()),
+                endpoint: Some(endpoint_slot),
                 quota: ctx.connection.clone(),
             },
             ctx.transport,
@@ -611,29 +613,7 @@ impl Engine {
 
     /// Live remote sessions created on `endpoint`.
     pub fn endpoint_sessions(&self, endpoint: &str) -> usize {
-        self.inner.endpoint_sessions.get(endpoint).map_or(0, |n| *n)
-    }
-
-    fn reserve_endpoint_session(&self, endpoint: &Arc<str>) -> bool {
-        let mut n = self
-            .inner
-            .endpoint_sessions
-            .entry(endpoint.clone())
-            .or_insert(0);
-        if *n >= self.inner.config.max_sessions {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
-    fn release_endpoint_session(&self, endpoint: &str) {
-        self.inner
-            .endpoint_sessions
-            .remove_if_mut(endpoint, |_, n| {
-                *n = n.saturating_sub(1);
-                *n == 0
-            });
+        self.inner.endpoint_sessions.taken_by(endpoint)
     }
 
     /// Takes a session out of the lookup maps (idempotent).
@@ -1153,9 +1133,6 @@ impl Engine {
             return false;
         }
         self.forget(session);
-        if let Some(endpoint) = session.endpoint() {
-            self.release_endpoint_session(endpoint);
-        }
         self.inner
             .stats
             .sessions_removed

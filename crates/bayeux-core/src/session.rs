@@ -182,50 +182,67 @@ impl Offer {
     }
 }
 
-/// Long polls held at once per browser (`BAYEUX_BROWSER` cookie), shared by every session.
+/// Places counted per key with one maximum each: the long polls a browser (`BAYEUX_BROWSER`
+/// cookie) holds at once, the sessions of an endpoint. A place is a [`Slot`], given back when
+/// it is dropped.
 #[derive(Debug)]
-pub(crate) struct BrowserSlots {
+pub(crate) struct Slots {
     max: usize,
-    held: DashMap<Arc<str>, usize>,
+    taken: DashMap<Arc<str>, usize>,
 }
 
-impl BrowserSlots {
-    pub(crate) fn new(max: usize) -> Arc<BrowserSlots> {
-        Arc::new(BrowserSlots {
+impl Slots {
+    pub(crate) fn new(max: usize) -> Arc<Slots> {
+        Arc::new(Slots {
             max,
-            held: DashMap::new(),
+            taken: DashMap::new(),
         })
     }
 
-    /// Takes one of `browser`'s slots, if one is free; dropping the slot gives it back.
-    fn take(self: &Arc<Self>, browser: &Arc<str>) -> Option<BrowserSlot> {
-        let mut n = self.held.entry(browser.clone()).or_insert(0);
+    /// Takes one of `key`'s places, if one is free.
+    pub(crate) fn take(self: &Arc<Self>, key: &Arc<str>) -> Option<Slot> {
+        if self.max == 0 {
+            return None;
+        }
+        let mut n = self.taken.entry(key.clone()).or_insert(0);
         if *n >= self.max {
             return None;
         }
         *n += 1;
-        Some(BrowserSlot {
+        Some(Slot {
             slots: self.clone(),
-            browser: browser.clone(),
+            key: key.clone(),
         })
     }
 
-    /// Slots currently taken (for tests and metrics).
+    /// Places of `key` taken now.
+    pub(crate) fn taken_by(&self, key: &str) -> usize {
+        self.taken.get(key).map_or(0, |n| *n)
+    }
+
+    /// Places taken now, all keys together (for tests and metrics).
     pub(crate) fn taken(&self) -> usize {
-        self.held.iter().map(|e| *e.value()).sum()
+        self.taken.iter().map(|e| *e.value()).sum()
     }
 }
 
-/// One held long poll counted against a browser; given back when dropped.
+/// One place of [`Slots`]; given back when dropped.
 #[derive(Debug)]
-pub(crate) struct BrowserSlot {
-    slots: Arc<BrowserSlots>,
-    browser: Arc<str>,
+pub(crate) struct Slot {
+    slots: Arc<Slots>,
+    key: Arc<str>,
 }
 
-impl Drop for BrowserSlot {
+impl Slot {
+    /// The key the place was taken for.
+    pub(crate) fn key(&self) -> &Arc<str> {
+        &self.key
+    }
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.slots.held.remove_if_mut(&*self.browser, |_, n| {
+        self.slots.taken.remove_if_mut(&*self.key, |_, n| {
             *n = n.saturating_sub(1);
             *n == 0
         });
@@ -269,7 +286,9 @@ struct State {
     connected: bool,
     closed: Option<RemoveReason>,
     /// The browser slot of the current held connect, when it counts against its browser.
-    browser_slot: Option<BrowserSlot>,
+    browser_slot: Option<Slot>,
+    /// The session's place in its endpoint's budget, given back when it closes.
+    endpoint_slot: Option<Slot>,
     /// Client-requested hold time and interval, ms.
     timeout: Option<u64>,
     interval: Option<u64>,
@@ -429,7 +448,8 @@ struct Subscriptions {
 pub(crate) struct Owner {
     pub principal: Option<Arc<str>>,
     pub browser: Option<Arc<str>>,
-    pub endpoint: Option<Arc<str>>,
+    /// The session's place in its endpoint's budget (remote sessions).
+    pub endpoint: Option<Slot>,
     pub quota: Option<Arc<ConnectionQuota>>,
 }
 
@@ -459,7 +479,7 @@ impl Session {
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             principal: owner.principal,
             browser: owner.browser,
-            endpoint: owner.endpoint,
+            endpoint: owner.endpoint.as_ref().map(|slot| slot.key().clone()),
             quota: owner.quota,
             transport,
             local,
@@ -478,6 +498,7 @@ impl Session {
                 connected: false,
                 closed: None,
                 browser_slot: None,
+                endpoint_slot: owner.endpoint,
                 timeout: None,
                 interval: None,
                 ack: None,
@@ -729,7 +750,7 @@ impl Session {
         &self,
         now: Instant,
         want_hold: bool,
-        slots: Option<&Arc<BrowserSlots>>,
+        slots: Option<&Arc<Slots>>,
         timing: &Timing,
     ) -> Result<ConnectStart, AttachError> {
         let mut st = self.state.lock();
@@ -877,6 +898,8 @@ impl Session {
                 return false;
             }
             st.closed = Some(reason);
+            // Its place in the endpoint's budget is free again.
+            st.endpoint_slot = None;
             st.queue = VecDeque::new();
             if let Some(ack) = st.ack.as_mut() {
                 ack.unacked = VecDeque::new();

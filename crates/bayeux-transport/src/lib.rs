@@ -16,6 +16,8 @@ pub mod auth;
 pub mod config;
 mod conn;
 mod cookie;
+mod h1;
+pub mod http1;
 pub mod metrics;
 mod polling;
 mod server;

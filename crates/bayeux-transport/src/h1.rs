@@ -458,3 +458,42 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
         std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+/// What [`exchange`] saw.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    /// Every byte the server wrote.
+    pub output: Vec<u8>,
+    /// Whether the connection was handed to hyper (it is then not served further here).
+    pub handed_off: bool,
+}
+
+/// Runs `serve`'s lean HTTP/1.1 loop on one in-memory connection whose client sends `input`
+/// and then closes its side; returns what the server wrote. This is how the fuzz targets and
+/// the tests drive the exact code a TCP connection runs, without sockets.
+pub async fn exchange(bayeux: &BayeuxService, input: &[u8]) -> Exchange {
+    let (client, mut server) = tokio::io::duplex(64 * 1024);
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let quota = ConnectionQuota::new(bayeux.shared.config.max_sessions_per_connection);
+    let (_closing_tx, closing) = watch::channel(false);
+    let params = Params {
+        bayeux,
+        quota: &quota,
+        closing,
+    };
+    let send = async {
+        let _ = client_write.write_all(input).await;
+        let _ = client_write.shutdown().await;
+    };
+    let serve = async {
+        let out = run(&mut server, params).await;
+        drop(server);
+        out
+    };
+    let mut output = Vec::new();
+    let (_, outcome, _) = tokio::join!(send, serve, client_read.read_to_end(&mut output));
+    Exchange {
+        output,
+        handed_off: matches!(outcome, Outcome::HandOff(_)),
+    }
+}

@@ -6,6 +6,7 @@
 //! smuggling): `Transfer-Encoding` must end in `chunked` and may not come with
 //! `Content-Length`; several `Content-Length` values must agree; a chunk line must end in CRLF.
 
+pub use crate::h1::{Exchange, exchange};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 

@@ -335,7 +335,12 @@ fn wire_form(input: &[u8]) -> Option<(Vec<u8>, bool)> {
     let mut out = format!("{first} HTTP/1.1\r\n");
     let mut plain = true;
     for line in lines {
-        let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if matches!(
             name.as_str(),
             "content-length" | "transfer-encoding" | "expect" | "connection" | "upgrade"
@@ -505,7 +510,9 @@ impl Harness {
             // The same request over the wire, through `serve`'s own HTTP/1.1 loop: it must
             // answer as the service does whenever the loop takes the request itself.
             if let Some((wire, plain)) = wire_form(&input) {
-                let ex = self.rt.block_on(bayeux_transport::http1::exchange(&self.service, &wire));
+                let ex = self
+                    .rt
+                    .block_on(bayeux_transport::http1::exchange(&self.service, &wire));
                 let statuses = check_wire(&ex.output);
                 if plain && !ex.handed_off && !upgrade {
                     assert_eq!(
@@ -519,7 +526,9 @@ impl Harness {
         }
         // The input as raw bytes on a connection: whatever it is, the loop answers with
         // well-formed HTTP/1.1 responses or hands the connection over.
-        let ex = self.rt.block_on(bayeux_transport::http1::exchange(&self.service, &input));
+        let ex = self
+            .rt
+            .block_on(bayeux_transport::http1::exchange(&self.service, &input));
         check_wire(&ex.output);
         let engine = self.service.engine();
         engine.close_all();

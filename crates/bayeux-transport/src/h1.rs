@@ -58,65 +58,31 @@ where
         quota,
         mut closing,
     } = p;
-    let cfg = &bayeux.shared.config;
     let mut buf = BytesMut::new();
+    // Every large step is boxed: the task keeps, for as long as a request is held, only what
+    // this loop needs between steps (the buffer's handle, the request's method and version).
     loop {
         // 1. A request head, within the header timeout (which also bounds an idle connection).
-        let deadline = Instant::now() + cfg.header_read_timeout;
-        let (head, len) = loop {
-            if !buf.is_empty() {
-                match http1::h2_preface(&buf) {
-                    Some(true) => return Outcome::HandOff(buf.freeze()),
-                    None => {}
-                    Some(false) => match http1::parse_head(&buf) {
-                        Ok(Some(h)) => break h,
-                        Ok(None) => {}
-                        Err(e) => {
-                            let _ = write_error(io, e.status(), e.text(), true).await;
-                            return Outcome::Closed;
-                        }
-                    },
-                }
-            }
-            let idle = buf.is_empty();
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
-            }
-            let read = tokio::select! {
-                r = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)) => r,
-                _ = closing.wait_for(|c| *c), if idle => return Outcome::Closed,
-            };
-            match read {
-                Ok(Ok(0)) | Ok(Err(_)) => return Outcome::Closed,
-                Ok(Ok(_)) => {}
-                Err(_) if idle => return Outcome::Closed,
-                Err(_) => {
-                    let _ = write_error(
-                        io,
-                        StatusCode::REQUEST_TIMEOUT,
-                        "request head timed out",
-                        true,
-                    )
-                    .await;
-                    return Outcome::Closed;
-                }
-            }
+        let head = match Box::pin(read_head(io, &mut buf, bayeux, &mut closing)).await {
+            Ok(h) => h,
+            Err(out) => return out,
         };
-        if head.upgrade || !bayeux.matches(head.uri.path()) {
-            return Outcome::HandOff(buf.freeze());
-        }
-        buf.advance(len);
         let meta = ReqMeta {
             method: head.method.clone(),
             version: head.version,
+            keep_alive: head.keep_alive,
         };
 
         // 2. The body, within the body timeout and the body limit.
-        let body = match read_body(io, &mut buf, &head, bayeux).await {
+        let body = match Box::pin(read_body(io, &mut buf, &head, bayeux)).await {
             Ok(b) => b,
             Err(BodyEnd::Respond(resp, close)) => {
-                let keep = !close && head.keep_alive;
-                if write_response(io, resp, &meta, keep).await.is_err() || !keep {
+                let keep = !close && meta.keep_alive;
+                if Box::pin(write_response(io, resp, &meta, keep))
+                    .await
+                    .is_err()
+                    || !keep
+                {
                     return Outcome::Closed;
                 }
                 continue;
@@ -129,15 +95,13 @@ where
         if buf.is_empty() {
             buf = BytesMut::new();
         }
-        let keep_alive = head.keep_alive;
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = head.method;
         *req.uri_mut() = head.uri;
         *req.version_mut() = head.version;
         *req.headers_mut() = head.headers;
         req.extensions_mut().insert(quota.clone());
-        let handling = bayeux.handle(req);
-        tokio::pin!(handling);
+        let mut handling = Box::pin(bayeux.handle(req));
         let resp = if buf.is_empty() {
             let mut one = [0u8; 1];
             tokio::select! {
@@ -157,11 +121,74 @@ where
         };
 
         // 4. The response; the connection stays open only if both sides want it.
-        let closing_now = *closing.borrow();
-        let keep = keep_alive && !closing_now && !asks_close(&resp);
-        if write_response(io, resp, &meta, keep).await.is_err() || !keep {
+        let keep = meta.keep_alive && !*closing.borrow() && !asks_close(&resp);
+        if Box::pin(write_response(io, resp, &meta, keep))
+            .await
+            .is_err()
+            || !keep
+        {
             let _ = io.shutdown().await;
             return Outcome::Closed;
+        }
+    }
+}
+
+/// Reads the next request head into `buf`, within the header timeout (which also bounds an
+/// idle connection between requests). `Err` ends the loop: the connection closed, was
+/// refused (answered here), or is not ours.
+async fn read_head<IO>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    bayeux: &BayeuxService,
+    closing: &mut watch::Receiver<bool>,
+) -> Result<RequestHead, Outcome>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = Instant::now() + bayeux.shared.config.header_read_timeout;
+    loop {
+        if !buf.is_empty() {
+            match http1::h2_preface(buf) {
+                Some(true) => return Err(Outcome::HandOff(std::mem::take(buf).freeze())),
+                None => {}
+                Some(false) => match http1::parse_head(buf) {
+                    Ok(Some((head, len))) => {
+                        if head.upgrade || !bayeux.matches(head.uri.path()) {
+                            return Err(Outcome::HandOff(std::mem::take(buf).freeze()));
+                        }
+                        buf.advance(len);
+                        return Ok(head);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = write_error(io, e.status(), e.text(), true).await;
+                        return Err(Outcome::Closed);
+                    }
+                },
+            }
+        }
+        let idle = buf.is_empty();
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, io.read_buf(buf)) => r,
+            _ = closing.wait_for(|c| *c), if idle => return Err(Outcome::Closed),
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(Outcome::Closed),
+            Ok(Ok(_)) => {}
+            Err(_) if idle => return Err(Outcome::Closed),
+            Err(_) => {
+                let _ = write_error(
+                    io,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request head timed out",
+                    true,
+                )
+                .await;
+                return Err(Outcome::Closed);
+            }
         }
     }
 }
@@ -281,6 +308,7 @@ where
 struct ReqMeta {
     method: Method,
     version: Version,
+    keep_alive: bool,
 }
 
 fn asks_close(resp: &Response<Body>) -> bool {
@@ -297,6 +325,7 @@ where
     let meta = ReqMeta {
         method: Method::GET,
         version: Version::HTTP_11,
+        keep_alive: !close,
     };
     write_response(io, crate::shared::plain(status, text), &meta, !close).await?;
     io.shutdown().await

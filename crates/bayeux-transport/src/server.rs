@@ -116,12 +116,13 @@ where
                 quota: &quota,
                 closing,
             };
-            if let h1::Outcome::HandOff(prefix) = h1::run(&mut conn, params).await {
+            // Both boxed: a connection's task keeps only the loop it is in.
+            if let h1::Outcome::HandOff(prefix) = Box::pin(h1::run(&mut conn, params)).await {
                 let io = TokioIo::new(Prefixed::new(prefix, conn));
                 let conn = builder
                     .serve_connection_with_upgrades(io, service)
                     .into_owned();
-                if let Err(e) = watcher.watch(conn).await {
+                if let Err(e) = Box::pin(watcher.watch(conn)).await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
             }

@@ -15,7 +15,7 @@
 use std::io;
 use std::sync::Arc;
 
-use bayeux_core::ConnectionQuota;
+use bayeux_core::{ConnectionQuota, RequestContext};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Full};
@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::http1::{self, BodyLength, ChunkedDecoder, RequestHead};
-use crate::service::BayeuxService;
+use crate::service::{AcceptedSocket, BayeuxService, LeanConnection};
 use crate::shared::Body;
 
 /// How a connection left the loop.
@@ -33,6 +33,9 @@ pub(crate) enum Outcome {
     Closed,
     /// Not ours: serve it with hyper, starting with these bytes.
     HandOff(Bytes),
+    /// Switched to a WebSocket with this context (the `101` is written); the bytes are what
+    /// the client sent after its handshake.
+    WebSocket(RequestContext, Vec<u8>),
 }
 
 /// What the loop needs besides the socket.
@@ -101,8 +104,14 @@ where
         *req.version_mut() = head.version;
         *req.headers_mut() = head.headers;
         req.extensions_mut().insert(quota.clone());
+        if head.upgrade {
+            req.extensions_mut().insert(LeanConnection);
+        }
         let mut handling = Box::pin(bayeux.handle(req));
-        let resp = if buf.is_empty() {
+        let resp = 'handled: {
+            if !buf.is_empty() {
+                break 'handled handling.await;
+            }
             let mut one = [0u8; 1];
             tokio::select! {
                 r = &mut handling => r,
@@ -116,9 +125,19 @@ where
                     _ => return Outcome::Closed,
                 },
             }
-        } else {
-            handling.await
         };
+
+        // A WebSocket the service accepted runs here, on this connection, to its end.
+        let mut resp = resp;
+        if let Some(AcceptedSocket(ctx)) = resp.extensions_mut().remove::<AcceptedSocket>() {
+            if Box::pin(write_response(io, resp, &meta, true))
+                .await
+                .is_ok()
+            {
+                return Outcome::WebSocket(ctx, std::mem::take(&mut buf).to_vec());
+            }
+            return Outcome::Closed;
+        }
 
         // 4. The response; the connection stays open only if both sides want it.
         let keep = meta.keep_alive && !*closing.borrow() && !asks_close(&resp);
@@ -153,7 +172,8 @@ where
                 None => {}
                 Some(false) => match http1::parse_head(buf) {
                     Ok(Some((head, len))) => {
-                        if head.upgrade || !bayeux.matches(head.uri.path()) {
+                        let foreign_upgrade = head.upgrade && !is_websocket(&head);
+                        if foreign_upgrade || !bayeux.matches(head.uri.path()) {
                             return Err(Outcome::HandOff(std::mem::take(buf).freeze()));
                         }
                         buf.advance(len);
@@ -191,6 +211,17 @@ where
             }
         }
     }
+}
+
+/// Whether `head` asks for a WebSocket (the only upgrade a Bayeux endpoint takes; any other
+/// goes to hyper, which refuses it).
+fn is_websocket(head: &RequestHead) -> bool {
+    head.method == Method::GET
+        && head.headers.get_all(header::UPGRADE).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        })
 }
 
 /// Why a body was not read.
@@ -344,6 +375,7 @@ where
     let (parts, body) = resp.into_parts();
     let body = collect(body).await;
     let status = parts.status;
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let no_body = status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
         || status.is_informational();
@@ -357,7 +389,7 @@ where
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
-            || name == header::CONNECTION
+            || (name == header::CONNECTION && !switching)
             || name == header::DATE
         {
             continue;
@@ -375,7 +407,9 @@ where
     out.extend_from_slice(b"date: ");
     date::append(&mut out);
     out.extend_from_slice(b"\r\n");
-    if !keep {
+    if switching {
+        // The response names the new protocol itself.
+    } else if !keep {
         out.extend_from_slice(b"connection: close\r\n");
     } else if req.version == Version::HTTP_10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");

@@ -24,6 +24,7 @@ mod server;
 mod service;
 mod shared;
 mod ws;
+pub mod wsframe;
 
 pub use config::{CookieConfig, Endpoint, Origins, SameSite, TransportConfig};
 pub use cookie::cookie_value;

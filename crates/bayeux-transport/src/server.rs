@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::conn::Conn;
 use crate::h1::{self, Prefixed};
 use crate::service::BayeuxService;
+use crate::ws;
 use bayeux_core::ConnectionQuota;
 use hyper::body::Incoming;
 
@@ -116,14 +117,27 @@ where
                 quota: &quota,
                 closing,
             };
-            // Both boxed: a connection's task keeps only the loop it is in.
-            if let h1::Outcome::HandOff(prefix) = Box::pin(h1::run(&mut conn, params)).await {
-                let io = TokioIo::new(Prefixed::new(prefix, conn));
-                let conn = builder
-                    .serve_connection_with_upgrades(io, service)
-                    .into_owned();
-                if let Err(e) = Box::pin(watcher.watch(conn)).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+            // Each boxed: a connection's task keeps only the loop it is in.
+            match Box::pin(h1::run(&mut conn, params)).await {
+                h1::Outcome::Closed => {}
+                h1::Outcome::WebSocket(ctx, read) => {
+                    // A task of its own, which keeps only the socket: this one, with what it
+                    // needed for HTTP, ends here.
+                    let shared = bayeux.shared.clone();
+                    tokio::spawn(async move {
+                        ws::run_on(&shared, conn, read, ctx).await;
+                        drop(tracker);
+                    });
+                    return;
+                }
+                h1::Outcome::HandOff(prefix) => {
+                    let io = TokioIo::new(Prefixed::new(prefix, conn));
+                    let conn = builder
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned();
+                    if let Err(e) = Box::pin(watcher.watch(conn)).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
                 }
             }
             drop(tracker);

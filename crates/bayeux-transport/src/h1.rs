@@ -43,6 +43,10 @@ pub(crate) struct Params<'a> {
     pub bayeux: &'a BayeuxService,
     pub quota: &'a Arc<ConnectionQuota>,
     pub closing: watch::Receiver<bool>,
+    /// Whether the client closing its side while a request is handled means it went away (a
+    /// held connect is then dropped at once), as it does on a socket; [`exchange`] half-closes
+    /// after its input and still wants the answers.
+    pub watch_eof: bool,
 }
 
 /// How much the read buffer grows by when it needs room.
@@ -60,6 +64,7 @@ where
         bayeux,
         quota,
         mut closing,
+        watch_eof,
     } = p;
     let mut buf = BytesMut::new();
     // Every large step is boxed: the task keeps, for as long as a request is held, only what
@@ -109,7 +114,7 @@ where
         }
         let mut handling = Box::pin(bayeux.handle(req));
         let resp = 'handled: {
-            if !buf.is_empty() {
+            if !buf.is_empty() || !watch_eof {
                 break 'handled handling.await;
             }
             let mut one = [0u8; 1];
@@ -532,7 +537,7 @@ pub struct Exchange {
 }
 
 /// Runs `serve`'s lean HTTP/1.1 loop on one in-memory connection whose client sends `input`
-/// and then closes its side; returns what the server wrote. This is how the fuzz targets and
+/// and then closes its side (its requests are still answered); returns what the server wrote. This is how the fuzz targets and
 /// the tests drive the exact code a TCP connection runs, without sockets.
 pub async fn exchange(bayeux: &BayeuxService, input: &[u8]) -> Exchange {
     let (client, mut server) = tokio::io::duplex(64 * 1024);
@@ -543,6 +548,7 @@ pub async fn exchange(bayeux: &BayeuxService, input: &[u8]) -> Exchange {
         bayeux,
         quota: &quota,
         closing,
+        watch_eof: false,
     };
     let send = async {
         let _ = client_write.write_all(input).await;

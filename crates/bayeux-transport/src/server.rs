@@ -116,6 +116,7 @@ where
                 bayeux: &bayeux,
                 quota: &quota,
                 closing,
+                watch_eof: true,
             };
             // Each boxed: a connection's task keeps only the loop it is in.
             match Box::pin(h1::run(&mut conn, params)).await {

@@ -37,7 +37,7 @@ const API_PREFIX: &str = "/api/v2";
 const METHODS: &str = "GET, POST, OPTIONS";
 /// Longest accepted dialed number.
 const MAX_NUMBER_LEN: usize = 64;
-/// Longest accepted `dtmfDigits`.
+/// Longest accepted `digits` of `SendDtmf`.
 const MAX_DTMF_LEN: usize = 64;
 /// How far past the body limit an oversized body is still read (and discarded), as on the
 /// Bayeux endpoint: a server that answers 413 without reading the body makes hyper drop the
@@ -47,13 +47,16 @@ const DRAIN_FACTOR: usize = 4;
 const CSRF_HEADER_NAME: &str = "x-csrf-header";
 /// GWS names that a real server implements but this emulation does not (statusCode 2 with a
 /// clearer message than "unknown").
-const UNSUPPORTED: [&str; 6] = [
+const UNSUPPORTED: [&str; 9] = [
     "InitiateTransfer",
     "CompleteTransfer",
     "SingleStepTransfer",
     "InitiateConference",
     "CompleteConference",
     "SingleStepConference",
+    "SwapCalls",
+    "RemoveParticipantFromConference",
+    "SetCallDisposition",
 ];
 
 /// The routes of the API (paths relative to `/api/v2`, trailing slash ignored).
@@ -585,7 +588,15 @@ impl VoiceApi {
                         params.key = Some(required_str(&body, "key", usize::MAX)?);
                     }
                     Operation::SendDtmf => {
-                        required_str(&body, "dtmfDigits", MAX_DTMF_LEN)?;
+                        let digits = required_str(&body, "digits", MAX_DTMF_LEN)?;
+                        if !digits
+                            .bytes()
+                            .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
+                        {
+                            return Err(VoiceError::BadRequest(
+                                "digits may hold only 0-9, * and #".into(),
+                            ));
+                        }
                     }
                     _ => {}
                 }

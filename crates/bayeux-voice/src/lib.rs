@@ -30,9 +30,10 @@
 //!   keys `GSIP_RECORD` / `GSIP_REC_FN` belong to the recording user's leg and show only in
 //!   that user's view; `AttachUserData` and `UpdateUserData` both add or overwrite keys;
 //!   deleting an absent key is accepted (and notified).
-//! - `SendDtmf` (listed in capabilities) is accepted with `dtmfDigits` and publishes nothing;
-//!   transfer and conference names are listed while `Established` as in GWS, but invoking them
-//!   answers statusCode 2.
+//! - `SendDtmf` (also spelled `SendDTMF`) takes GWS's `digits` (`0-9`, `*`, `#`) and publishes
+//!   `DtmfSent` to the requester only. `capabilities` lists exactly the operations that would
+//!   succeed now ([`model::capabilities`]); transfer and conference operations are not
+//!   implemented yet, so they are not listed, and invoking them answers statusCode 2.
 //! - Released calls leave `GET /me/calls` at once but stay readable (and refuse operations with
 //!   statusCode 2) until more than `max_released_calls_per_user` newer ones push them out (then
 //!   404/6). At most `max_calls_per_user` live calls per user (statusCode 2 beyond).

@@ -496,7 +496,8 @@ impl Switch {
         let mut after = After::Nothing;
         let mut released = Vec::new();
         match op {
-            Operation::SendDtmf => {}
+            // The call does not change; only the requester hears of the digits (GWS).
+            Operation::SendDtmf => self.notify(call, leg, NotificationType::DtmfSent),
             Operation::Hangup => {
                 released = self.release_all(call);
                 after = After::Released(call.id.clone());

@@ -200,6 +200,12 @@ async fn malformed_bodies_are_400_1() {
         r#"{"operationName":"DeleteUserDataPair"}"#,
         r#"{"operationName":"DeleteUserDataPair","key":5}"#,
         r#"{"operationName":"SendDtmf"}"#,
+        // The old, non-GWS field name is not accepted: GWS's is `digits`.
+        r#"{"operationName":"SendDtmf","dtmfDigits":"12"}"#,
+        r#"{"operationName":"SendDtmf","digits":""}"#,
+        r#"{"operationName":"SendDtmf","digits":"12a"}"#,
+        r#"{"operationName":"SendDtmf","digits":12}"#,
+        r#"{"operationName":"SendDTMF","digits":"1 2"}"#,
     ] {
         let r = send(
             &h.api,
@@ -220,6 +226,42 @@ async fn malformed_bodies_are_400_1() {
     ] {
         h.post("agent1", &dial, body).await.expect(400, 1);
     }
+    assert_eq!(h.pending(), 0);
+}
+
+#[tokio::test]
+async fn send_dtmf_notifies_dtmf_sent_to_the_requester_only() {
+    let h = Harness::demo();
+    let id = h.dial_id("agent1", "15001").await;
+    h.drain();
+    // Dialing: accepted, under either spelling of the operation name.
+    for name in ["SendDtmf", "SendDTMF"] {
+        h.op(
+            "agent1",
+            &id,
+            json!({"operationName": name, "digits": "0123456789*#"}),
+        )
+        .await
+        .expect(200, 0);
+        let mine = h.inbox("agent1").take();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!(mine[0]["messageType"], "CallStateChangeMessage");
+        assert_eq!(mine[0]["notificationType"], "DtmfSent");
+        assert_eq!(mine[0]["phoneNumber"], "15000");
+        assert_eq!(mine[0]["call"]["id"], id.as_str());
+        assert_eq!(mine[0]["call"]["state"], "Dialing");
+        assert_eq!(h.pending(), 0, "the other party hears nothing");
+    }
+    // Ringing (agent2's leg): not listed, refused, nothing published.
+    let caps = h.call("agent2", &id).await["capabilities"].clone();
+    assert!(!caps.as_array().unwrap().contains(&json!("SendDtmf")));
+    h.op(
+        "agent2",
+        &id,
+        json!({"operationName": "SendDtmf", "digits": "1"}),
+    )
+    .await
+    .expect(400, 2);
     assert_eq!(h.pending(), 0);
 }
 

@@ -66,7 +66,7 @@ fn body(op: Operation) -> Value {
     match op {
         Operation::AttachUserData | Operation::UpdateUserData => b["userData"] = json!({"k": "v"}),
         Operation::DeleteUserDataPair => b["key"] = json!("k"),
-        Operation::SendDtmf => b["dtmfDigits"] = json!("123#"),
+        Operation::SendDtmf => b["digits"] = json!("123#"),
         _ => {}
     }
     b
@@ -140,7 +140,7 @@ async fn every_operation_from_every_state() {
             let theirs = h.inbox(peer).take();
             assert_eq!(h.inbox("agent3").len(), 0, "{case}: bystander notified");
             let (n_mine, n_theirs, kind) = match op {
-                Operation::SendDtmf => (0, 0, ""),
+                Operation::SendDtmf => (1, 0, "DtmfSent"),
                 Operation::Answer => (1, 1, "StatusChange"),
                 Operation::Hangup => (1, 1, "StatusChange"),
                 Operation::Hold | Operation::Retrieve => (1, 0, "StatusChange"),

@@ -47,7 +47,7 @@ const DRAIN_FACTOR: usize = 4;
 const CSRF_HEADER_NAME: &str = "x-csrf-header";
 /// GWS names that a real server implements but this emulation does not (statusCode 2 with a
 /// clearer message than "unknown").
-const UNSUPPORTED: [&str; 9] = [
+const UNSUPPORTED: [&str; 8] = [
     "InitiateTransfer",
     "CompleteTransfer",
     "SingleStepTransfer",
@@ -56,8 +56,11 @@ const UNSUPPORTED: [&str; 9] = [
     "SingleStepConference",
     "SwapCalls",
     "RemoveParticipantFromConference",
-    "SetCallDisposition",
 ];
+/// Longest accepted `disposition` and `dispositionKey`.
+const MAX_DISPOSITION_LEN: usize = 256;
+/// The `userData` key of `SetCallDisposition` when the request names none.
+const DEFAULT_DISPOSITION_KEY: &str = "DispositionCode";
 
 /// The routes of the API (paths relative to `/api/v2`, trailing slash ignored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -586,6 +589,14 @@ impl VoiceApi {
                     }
                     Operation::DeleteUserDataPair => {
                         params.key = Some(required_str(&body, "key", usize::MAX)?);
+                    }
+                    Operation::SetCallDisposition => {
+                        let value = required_str(&body, "disposition", MAX_DISPOSITION_LEN)?;
+                        let key = match body.get("dispositionKey") {
+                            None | Some(Value::Null) => DEFAULT_DISPOSITION_KEY.to_owned(),
+                            Some(_) => required_str(&body, "dispositionKey", MAX_DISPOSITION_LEN)?,
+                        };
+                        params.disposition = Some((key, value));
                     }
                     Operation::SendDtmf => {
                         let digits = required_str(&body, "digits", MAX_DTMF_LEN)?;

@@ -73,7 +73,7 @@ pub use api::VoiceApi;
 pub use auth::VoiceAuthenticator;
 pub use config::{ConfigError, FEATURE_RECORDING, FEATURE_VOICE, UserConfig, VoiceConfig};
 pub use error::VoiceError;
-pub use model::{CallState, CallType, NotificationType, Operation, RecordingState};
+pub use model::{CallState, CallType, LegState, Mute, NotificationType, Operation, RecordingState};
 pub use policy::{ACCESS_DENIED, PUBLISH_DENIED, SUBSCRIBE_DENIED, VoiceSecurityPolicy};
 pub use switch::{CALLS_CHANNEL, DEVICES_CHANNEL};
 pub use telephony::{CallControl, OutboundCall, SimulatedTelephony, Telephony};

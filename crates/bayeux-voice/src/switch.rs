@@ -23,7 +23,8 @@ use crate::config::VoiceConfig;
 use crate::directory::{Directory, User};
 use crate::error::VoiceError;
 use crate::model::{
-    CallState, CallType, NotificationType, Operation, RecordingState, capabilities, transition,
+    CallState, CallType, Effect, LegState, Mute, NotificationType, Operation, RecordingState,
+    capabilities, rule, transition,
 };
 use crate::telephony::{CallControl, NetworkSide, OutboundCall, Telephony};
 use crate::util;
@@ -39,6 +40,7 @@ struct Leg {
     user: Arc<User>,
     state: CallState,
     rec: RecordingState,
+    mute: Mute,
     /// `GSIP_RECORD`, set from the first Start on.
     gsip_record: Option<&'static str>,
     /// `GSIP_REC_FN`, set on the first Start.
@@ -56,6 +58,7 @@ impl Leg {
             user: user.clone(),
             state,
             rec: RecordingState::Stopped,
+            mute: Mute::Off,
             gsip_record: None,
             gsip_rec_fn: None,
             call_type,
@@ -65,8 +68,19 @@ impl Leg {
         }
     }
 
-    /// Moves the leg to `(state, rec)`, keeping `GSIP_RECORD` in step with the recording.
-    fn set(&mut self, state: CallState, rec: RecordingState) {
+    /// The part of the leg the state machine looks at.
+    fn leg_state(&self) -> LegState {
+        LegState {
+            state: self.state,
+            rec: self.rec,
+            mute: self.mute,
+        }
+    }
+
+    /// Moves the leg to `next`, keeping `GSIP_RECORD` in step with the recording.
+    fn set(&mut self, next: LegState) {
+        let LegState { state, rec, mute } = next;
+        self.mute = mute;
         if rec != self.rec && (self.gsip_record.is_some() || rec != RecordingState::Stopped) {
             self.gsip_record = Some(rec.gsip_record());
         }
@@ -124,7 +138,7 @@ struct CallView<'a> {
     #[serde(skip_serializing_if = "Map::is_empty")]
     user_data: Map<String, Value>,
     duration: String,
-    mute: &'static str,
+    mute: Mute,
     #[serde(skip_serializing_if = "Option::is_none")]
     recording_state: Option<RecordingState>,
     supervisor_listening_in: bool,
@@ -148,6 +162,8 @@ struct CallNotification<'a> {
 pub(crate) struct OpParams {
     pub user_data: Option<Map<String, Value>>,
     pub key: Option<String>,
+    /// `SetCallDisposition`: `(dispositionKey, disposition)`.
+    pub disposition: Option<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -312,13 +328,13 @@ impl Switch {
             }],
             dnis: &call.dnis,
             call_type: leg.call_type,
-            capabilities: capabilities(leg.state, leg.rec, leg.user.recording),
+            capabilities: capabilities(leg.leg_state(), leg.user.recording),
             user_data,
             duration: end
                 .saturating_duration_since(leg.started)
                 .as_secs()
                 .to_string(),
-            mute: "Off",
+            mute: leg.mute,
             recording_state: leg.user.recording.then_some(leg.rec),
             supervisor_listening_in: false,
             monitored_user_muted: false,
@@ -388,7 +404,12 @@ impl Switch {
         let mut released = Vec::new();
         for i in 0..call.legs.len() {
             if call.legs[i].state != CallState::Released {
-                call.legs[i].set(CallState::Released, RecordingState::Stopped);
+                let mute = call.legs[i].mute;
+                call.legs[i].set(LegState {
+                    state: CallState::Released,
+                    rec: RecordingState::Stopped,
+                    mute,
+                });
                 self.notify(call, i, NotificationType::StatusChange);
                 released.push(call.legs[i].user.name.clone());
             }
@@ -490,38 +511,13 @@ impl Switch {
         let keep = self.config.max_released_calls_per_user;
         let mut reg = self.registry.lock();
         let (call, leg) = reg.find(&user.name, call_id)?;
-        let (state, rec) = (call.legs[leg].state, call.legs[leg].rec);
-        let (next, next_rec) =
-            transition(state, rec, op).ok_or_else(|| VoiceError::invalid_state(op.name()))?;
+        let next = transition(call.legs[leg].leg_state(), op)
+            .ok_or_else(|| VoiceError::invalid_state(op.name()))?;
+        let rule = rule(op);
         let mut after = After::Nothing;
         let mut released = Vec::new();
-        match op {
-            // The call does not change; only the requester hears of the digits (GWS).
-            Operation::SendDtmf => self.notify(call, leg, NotificationType::DtmfSent),
-            Operation::Hangup => {
-                released = self.release_all(call);
-                after = After::Released(call.id.clone());
-            }
-            Operation::Answer => {
-                call.legs[leg].set(next, next_rec);
-                self.notify(call, leg, NotificationType::StatusChange);
-                // The caller's leg of an internal call is connected by the same answer.
-                for i in 0..call.legs.len() {
-                    if i != leg && call.legs[i].state == CallState::Dialing {
-                        let r = call.legs[i].rec;
-                        call.legs[i].set(CallState::Established, r);
-                        self.notify(call, i, NotificationType::StatusChange);
-                    }
-                }
-            }
-            Operation::Hold | Operation::Retrieve => {
-                call.legs[leg].set(next, next_rec);
-                self.notify(call, leg, NotificationType::StatusChange);
-            }
-            Operation::StartCallRecording
-            | Operation::StopCallRecording
-            | Operation::PauseCallRecording
-            | Operation::ResumeCallRecording => {
+        match rule.effect {
+            Effect::Leg => {
                 let l = &mut call.legs[leg];
                 if op == Operation::StartCallRecording && l.gsip_rec_fn.is_none() {
                     l.gsip_rec_fn = Some(format!(
@@ -533,18 +529,36 @@ impl Switch {
                         util::utc_stamp()
                     ));
                 }
-                l.set(next, next_rec);
-                self.notify(call, leg, NotificationType::CallRecordingStateChange);
+                l.set(next);
+                self.notify(call, leg, rule.notification);
             }
-            Operation::AttachUserData
-            | Operation::UpdateUserData
-            | Operation::DeleteUserDataPair
-            | Operation::DeleteUserData => {
+            Effect::Release => {
+                released = self.release_all(call);
+                after = After::Released(call.id.clone());
+            }
+            Effect::Answer => {
+                call.legs[leg].set(next);
+                self.notify(call, leg, rule.notification);
+                // The caller's leg of an internal call is connected by the same answer.
+                for i in 0..call.legs.len() {
+                    if i != leg && call.legs[i].state == CallState::Dialing {
+                        let mut l = call.legs[i].leg_state();
+                        l.state = CallState::Established;
+                        call.legs[i].set(l);
+                        self.notify(call, i, rule.notification);
+                    }
+                }
+            }
+            Effect::UserData => {
                 let mut data = call.user_data.clone();
                 match op {
                     Operation::DeleteUserData => data.clear(),
                     Operation::DeleteUserDataPair => {
                         data.remove(params.key.as_deref().unwrap_or_default());
+                    }
+                    Operation::SetCallDisposition => {
+                        let (key, value) = params.disposition.unwrap_or_default();
+                        data.insert(key, Value::from(value));
                     }
                     _ => data.extend(params.user_data.unwrap_or_default()),
                 }
@@ -553,7 +567,7 @@ impl Switch {
                 // userData belongs to the call: every party sees the change.
                 for i in 0..call.legs.len() {
                     if call.legs[i].state != CallState::Released {
-                        self.notify(call, i, NotificationType::AttachedDataChanged);
+                        self.notify(call, i, rule.notification);
                     }
                 }
             }
@@ -587,10 +601,9 @@ impl Switch {
             let Some(leg) = call.leg_of(&user.name) else {
                 continue;
             };
-            let l = &call.legs[leg];
-            if let Some((next, next_rec)) = transition(l.state, l.rec, Operation::StopCallRecording)
+            if let Some(next) = transition(call.legs[leg].leg_state(), Operation::StopCallRecording)
             {
-                call.legs[leg].set(next, next_rec);
+                call.legs[leg].set(next);
                 self.notify(call, leg, NotificationType::CallRecordingStateChange);
             }
         }
@@ -631,8 +644,9 @@ impl Switch {
             .iter()
             .position(|l| l.call_type == CallType::Outbound && l.state == CallState::Dialing)
             .ok_or_else(|| VoiceError::invalid_state("Far-end answer"))?;
-        let r = call.legs[leg].rec;
-        call.legs[leg].set(CallState::Established, r);
+        let mut next = call.legs[leg].leg_state();
+        next.state = CallState::Established;
+        call.legs[leg].set(next);
         self.notify(call, leg, NotificationType::StatusChange);
         Ok(())
     }

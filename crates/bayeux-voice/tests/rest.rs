@@ -206,6 +206,10 @@ async fn malformed_bodies_are_400_1() {
         r#"{"operationName":"SendDtmf","digits":"12a"}"#,
         r#"{"operationName":"SendDtmf","digits":12}"#,
         r#"{"operationName":"SendDTMF","digits":"1 2"}"#,
+        r#"{"operationName":"SetCallDisposition"}"#,
+        r#"{"operationName":"SetCallDisposition","disposition":""}"#,
+        r#"{"operationName":"SetCallDisposition","disposition":3}"#,
+        r#"{"operationName":"SetCallDisposition","disposition":"x","dispositionKey":""}"#,
     ] {
         let r = send(
             &h.api,
@@ -263,6 +267,68 @@ async fn send_dtmf_notifies_dtmf_sent_to_the_requester_only() {
     .await
     .expect(400, 2);
     assert_eq!(h.pending(), 0);
+}
+
+#[tokio::test]
+async fn mute_and_disposition() {
+    let h = Harness::demo();
+    let id = h.dial_id("agent1", "15001").await;
+    // Not while dialing.
+    h.op("agent1", &id, json!({"operationName": "MuteCall"}))
+        .await
+        .expect(400, 2);
+    h.op("agent2", &id, json!({"operationName": "Answer"}))
+        .await
+        .expect(200, 0);
+    h.drain();
+    h.op("agent1", &id, json!({"operationName": "MuteCall"}))
+        .await
+        .expect(200, 0);
+    let n = h.inbox("agent1").take();
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0]["notificationType"], "StatusChange");
+    assert_eq!(n[0]["call"]["mute"], "On");
+    assert!(
+        n[0]["call"]["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("UnmuteCall"))
+    );
+    assert_eq!(h.pending(), 0, "the other party hears nothing of a mute");
+    assert_eq!(h.call("agent2", &id).await["mute"], "Off");
+    h.op("agent1", &id, json!({"operationName": "MuteCall"}))
+        .await
+        .expect(400, 2);
+    h.op("agent1", &id, json!({"operationName": "UnmuteCall"}))
+        .await
+        .expect(200, 0);
+    assert_eq!(h.inbox("agent1").take()[0]["call"]["mute"], "Off");
+    // Disposition: the default key, then a named one; every party is told.
+    h.op(
+        "agent2",
+        &id,
+        json!({"operationName": "SetCallDisposition", "disposition": "Sale",
+               "callUuid": id, "callUri": "ignored"}),
+    )
+    .await
+    .expect(200, 0);
+    h.op(
+        "agent2",
+        &id,
+        json!({"operationName": "SetCallDisposition", "disposition": "42", "dispositionKey": "Outcome"}),
+    )
+    .await
+    .expect(200, 0);
+    for user in ["agent1", "agent2"] {
+        let n = h.inbox(user).take();
+        assert_eq!(n.len(), 2, "{user}: {n:?}");
+        assert!(
+            n.iter()
+                .all(|n| n["notificationType"] == "AttachedDataChanged")
+        );
+        assert_eq!(n[1]["call"]["userData"]["DispositionCode"], "Sale");
+        assert_eq!(n[1]["call"]["userData"]["Outcome"], "42");
+    }
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value, json};
 
+use crate::agent::channel_operation;
 use crate::auth::{CSRF_HEADER, Credentials, Gate, VoiceAuthenticator};
 use crate::config::{ConfigError, VoiceConfig};
 use crate::directory::{Directory, User};
@@ -79,6 +80,8 @@ enum Route<'a> {
     Calls,
     /// `/me/calls/{id}`
     Call(&'a str),
+    /// `/me/channels/voice`
+    VoiceChannel,
 }
 
 impl Route<'_> {
@@ -97,6 +100,7 @@ impl Route<'_> {
             ["devices", id] => Route::Device(id),
             ["me", "calls"] => Route::Calls,
             ["me", "calls", id] => Route::Call(id),
+            ["me", "channels", "voice"] => Route::VoiceChannel,
             _ => return None,
         })
     }
@@ -104,7 +108,7 @@ impl Route<'_> {
     fn allows(self, method: &Method) -> bool {
         match self {
             Route::MyDevice(_) | Route::Call(_) => method == Method::GET || method == Method::POST,
-            Route::MyDeviceCalls(_) => method == Method::POST,
+            Route::MyDeviceCalls(_) | Route::VoiceChannel => method == Method::POST,
             _ => method == Method::GET,
         }
     }
@@ -112,7 +116,7 @@ impl Route<'_> {
     fn allow_header(self) -> &'static str {
         match self {
             Route::MyDevice(_) | Route::Call(_) => "GET, POST, OPTIONS",
-            Route::MyDeviceCalls(_) => "POST, OPTIONS",
+            Route::MyDeviceCalls(_) | Route::VoiceChannel => "POST, OPTIONS",
             _ => "GET, OPTIONS",
         }
     }
@@ -523,19 +527,18 @@ impl VoiceApi {
         if !route.allows(&parts.method) {
             return Err(VoiceError::MethodNotAllowed);
         }
-        let base = self.inner.config.base_url();
         let switch = &self.inner.switch;
         if parts.method == Method::GET {
             return match route {
-                Route::Me => ok(Some(("user", user.user_json(base)))),
-                Route::MyDevices => ok(Some(("devices", json!([user.device_json(base)])))),
+                Route::Me => ok(Some(("user", switch.user_json(user)))),
+                Route::MyDevices => ok(Some(("devices", json!([switch.device_json(user)])))),
                 Route::MyDevice(id) | Route::Device(id) if user.owns_device(id) => {
-                    ok(Some(("device", user.device_json(base))))
+                    ok(Some(("device", switch.device_json(user))))
                 }
                 Route::MyDevice(_) | Route::Device(_) => Err(VoiceError::device_not_found()),
                 Route::Calls => ok(Some(("calls", Value::Array(switch.calls_json(user)?)))),
                 Route::Call(id) => ok(Some(("call", switch.call_json(user, id)?))),
-                Route::MyDeviceCalls(_) => Err(VoiceError::MethodNotAllowed),
+                Route::MyDeviceCalls(_) | Route::VoiceChannel => Err(VoiceError::MethodNotAllowed),
             };
         }
         if !declares_json(&parts.headers) {
@@ -573,10 +576,17 @@ impl VoiceApi {
                 ok(None)
             }
             Route::MyDevice(device) => {
-                if name != Operation::StopCallRecording.name() {
-                    return Err(unknown_operation(&name));
+                match name.as_str() {
+                    "StopCallRecording" => switch.stop_device_recording(user, device)?,
+                    "DoNotDisturbOn" => switch.set_do_not_disturb(user, device, true)?,
+                    "DoNotDisturbOff" => switch.set_do_not_disturb(user, device, false)?,
+                    _ => return Err(unknown_operation(&name)),
                 }
-                switch.stop_device_recording(user, device)?;
+                ok(None)
+            }
+            Route::VoiceChannel => {
+                let mode = channel_operation(&name, &body)?;
+                switch.set_agent_mode(user, mode)?;
                 ok(None)
             }
             Route::Call(id) => {

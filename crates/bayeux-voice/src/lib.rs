@@ -7,7 +7,8 @@
 //! What it does:
 //! - REST handlers under `/api/v2` ([`VoiceApi::handle`], or [`VoiceApi`] as a
 //!   [`tower::Service`]): `me`, devices, `Dial`, call operations (answer, hold, retrieve,
-//!   hang up, the four recording operations, user data), device-level `StopCallRecording`; with
+//!   hang up, DTMF, mute, disposition, the four recording operations, user data), device-level
+//!   `StopCallRecording`, agent state and do-not-disturb; with
 //!   Basic authentication, an HTTP-only session cookie, an `Origin` check, CORS, body limits and
 //!   a body-read timeout (the Bayeux endpoint's rules), JSON-only state changes, GWS's optional
 //!   CSRF token ([`VoiceConfig::enable_csrf_protection`]) and feature gating (`api-voice`,
@@ -23,7 +24,7 @@
 //!   delay.
 //!
 //! What it does not do: listen on sockets, serve the Bayeux endpoint (that is
-//! `bayeux-transport`), transfers and conferences, agent states, or persistence.
+//! `bayeux-transport`), transfers and conferences, or persistence.
 //!
 //! Choices where the contract is silent (see `shared/spec/voice-api.md`):
 //! - `userData` belongs to the call: a user-data operation notifies every party; the recording
@@ -40,7 +41,10 @@
 //! - Device-level `StopCallRecording` with nothing recorded is accepted and publishes nothing.
 //! - Unknown paths under `/api/v2` answer 404/6, wrong methods 405/2, bodies over the limit
 //!   413/1, bodies that stall 408/1, POSTs that are not `application/json` 415/1; `GET /api/v2/devices/{id}` (where `deviceUri` points) serves the user's own device.
-//! - No device events are published: no operation of the contract changes a device.
+//! - Agent state (`POST /api/v2/me/channels/voice`: `Ready`, `NotReady`, `AfterCallWork`,
+//!   `AuxWork`) and do-not-disturb (`DoNotDisturbOn` / `DoNotDisturbOff` on the device) show in
+//!   the device object and publish one `DeviceStateChangeMessage` on `/v2/me/devices` to that
+//!   user only, even when nothing changed; they do not change call routing.
 //!
 //! Wiring, in a host:
 //! ```
@@ -58,6 +62,7 @@
 //! assert!(!voice.matches(voice.notifications_path()));
 //! ```
 
+mod agent;
 mod api;
 mod auth;
 pub mod config;

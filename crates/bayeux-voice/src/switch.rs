@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::agent::{AgentMode, AgentState};
 use crate::config::VoiceConfig;
 use crate::directory::{Directory, User};
 use crate::error::VoiceError;
@@ -248,6 +249,10 @@ pub(crate) struct Switch {
     engine: Engine,
     telephony: Arc<dyn Telephony>,
     calls_channel: ChannelId,
+    devices_channel: ChannelId,
+    /// Each user's agent state (absent: the initial one). Its own lock, never taken together
+    /// with the call table's.
+    agents: Mutex<HashMap<Arc<str>, AgentState>>,
     control: CallControl,
 }
 
@@ -292,6 +297,8 @@ impl Switch {
             engine,
             telephony,
             calls_channel: ChannelId::parse(CALLS_CHANNEL).expect("a valid channel name"),
+            devices_channel: ChannelId::parse(DEVICES_CHANNEL).expect("a valid channel name"),
+            agents: Mutex::new(HashMap::new()),
             control: CallControl {
                 calls: weak.clone() as std::sync::Weak<dyn NetworkSide>,
             },
@@ -711,6 +718,72 @@ impl Switch {
         self.notify(&call, 0, NotificationType::StatusChange);
         reg.calls.insert(id.clone(), call);
         Ok(id)
+    }
+
+    /// The user's agent state.
+    pub fn agent_state(&self, user: &User) -> AgentState {
+        self.agents
+            .lock()
+            .get(&*user.name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// `GET /api/v2/me/devices` (and the device of `GET /api/v2/me`).
+    pub fn device_json(&self, user: &User) -> Value {
+        user.device_json(self.config.base_url(), &self.agent_state(user))
+    }
+
+    /// `GET /api/v2/me`.
+    pub fn user_json(&self, user: &User) -> Value {
+        user.user_json(self.config.base_url(), &self.agent_state(user))
+    }
+
+    /// Changes the user's agent state with `change` and publishes one
+    /// `DeviceStateChangeMessage` on `/v2/me/devices` to that user only, even when nothing
+    /// changed (the contract's choice), while holding the lock, so notifications come in the
+    /// order of the changes.
+    fn change_agent(&self, user: &Arc<User>, change: impl FnOnce(&mut AgentState)) {
+        let mut agents = self.agents.lock();
+        let state = agents.entry(user.name.clone()).or_default();
+        change(state);
+        self.publish_device(user, state);
+    }
+
+    fn publish_device(&self, user: &User, state: &AgentState) {
+        let message = serde_json::json!({
+            "messageType": "DeviceStateChangeMessage",
+            "devices": [user.device_json(self.config.base_url(), state)],
+        });
+        match serde_json::value::to_raw_value(&message) {
+            Ok(raw) => {
+                self.engine
+                    .deliver_to_principal(&user.name, &self.devices_channel, &raw);
+            }
+            Err(e) => tracing::error!("voice: cannot serialize a device notification: {e}"),
+        }
+    }
+
+    /// `POST /api/v2/me/channels/voice`: Ready, NotReady, AfterCallWork, AuxWork.
+    pub fn set_agent_mode(&self, user: &Arc<User>, mode: AgentMode) -> Result<(), VoiceError> {
+        Self::check_features(user, None)?;
+        self.change_agent(user, |s| s.mode = mode);
+        Ok(())
+    }
+
+    /// `POST /api/v2/me/devices/{id}` with `DoNotDisturbOn` / `DoNotDisturbOff`.
+    pub fn set_do_not_disturb(
+        &self,
+        user: &Arc<User>,
+        device_id: &str,
+        on: bool,
+    ) -> Result<(), VoiceError> {
+        Self::check_features(user, None)?;
+        if !user.owns_device(device_id) {
+            return Err(VoiceError::device_not_found());
+        }
+        self.change_agent(user, |s| s.do_not_disturb = on);
+        Ok(())
     }
 
     /// Number of calls remembered (for tests and diagnostics).

@@ -30,6 +30,14 @@ impl Inbox {
             .collect()
     }
 
+    /// Takes the notifications received on `channel`, leaving the others.
+    pub fn take_on(&self, channel: &str) -> Vec<Value> {
+        let mut all = self.0.lock();
+        let (mine, rest): (Vec<_>, Vec<_>) = all.drain(..).partition(|(c, _)| c == channel);
+        *all = rest;
+        mine.into_iter().map(|(_, d)| d).collect()
+    }
+
     /// The `i`th notification still waiting, without taking it.
     pub fn peek(&self, i: usize) -> Value {
         self.0.lock()[i].1.clone()

@@ -29,7 +29,7 @@ use crate::directory::{Directory, User};
 use crate::error::VoiceError;
 use crate::model::Operation;
 use crate::policy::VoiceSecurityPolicy;
-use crate::switch::{OpParams, Switch};
+use crate::switch::{FarEnd, OpParams, Switch};
 use crate::telephony::{CallControl, SimulatedTelephony, Telephony};
 
 /// The API's mount point.
@@ -46,18 +46,6 @@ const MAX_DTMF_LEN: usize = 64;
 const DRAIN_FACTOR: usize = 4;
 /// The response header that names the request header for the CSRF token (GWS's scheme).
 const CSRF_HEADER_NAME: &str = "x-csrf-header";
-/// GWS names that a real server implements but this emulation does not (statusCode 2 with a
-/// clearer message than "unknown").
-const UNSUPPORTED: [&str; 8] = [
-    "InitiateTransfer",
-    "CompleteTransfer",
-    "SingleStepTransfer",
-    "InitiateConference",
-    "CompleteConference",
-    "SingleStepConference",
-    "SwapCalls",
-    "RemoveParticipantFromConference",
-];
 /// Longest accepted `disposition` and `dispositionKey`.
 const MAX_DISPOSITION_LEN: usize = 256;
 /// The `userData` key of `SetCallDisposition` when the request names none.
@@ -82,6 +70,12 @@ enum Route<'a> {
     Call(&'a str),
     /// `/me/channels/voice`
     VoiceChannel,
+    /// `/test/calls` (test control)
+    TestCalls,
+    /// `/test/calls/{id}` (test control)
+    TestCall(&'a str),
+    /// `/test/reset` (test control)
+    TestReset,
 }
 
 impl Route<'_> {
@@ -101,6 +95,9 @@ impl Route<'_> {
             ["me", "calls"] => Route::Calls,
             ["me", "calls", id] => Route::Call(id),
             ["me", "channels", "voice"] => Route::VoiceChannel,
+            ["test", "calls"] => Route::TestCalls,
+            ["test", "calls", id] => Route::TestCall(id),
+            ["test", "reset"] => Route::TestReset,
             _ => return None,
         })
     }
@@ -108,15 +105,31 @@ impl Route<'_> {
     fn allows(self, method: &Method) -> bool {
         match self {
             Route::MyDevice(_) | Route::Call(_) => method == Method::GET || method == Method::POST,
-            Route::MyDeviceCalls(_) | Route::VoiceChannel => method == Method::POST,
+            Route::MyDeviceCalls(_)
+            | Route::VoiceChannel
+            | Route::TestCalls
+            | Route::TestCall(_)
+            | Route::TestReset => method == Method::POST,
             _ => method == Method::GET,
         }
+    }
+
+    /// Whether the route belongs to the test-control API.
+    fn is_test_control(self) -> bool {
+        matches!(
+            self,
+            Route::TestCalls | Route::TestCall(_) | Route::TestReset
+        )
     }
 
     fn allow_header(self) -> &'static str {
         match self {
             Route::MyDevice(_) | Route::Call(_) => "GET, POST, OPTIONS",
-            Route::MyDeviceCalls(_) | Route::VoiceChannel => "POST, OPTIONS",
+            Route::MyDeviceCalls(_)
+            | Route::VoiceChannel
+            | Route::TestCalls
+            | Route::TestCall(_)
+            | Route::TestReset => "POST, OPTIONS",
             _ => "GET, OPTIONS",
         }
     }
@@ -291,11 +304,41 @@ fn parse_operation(body: &[u8]) -> Result<(String, Map<String, Value>), VoiceErr
     }
 }
 
-fn unknown_operation(name: &str) -> VoiceError {
-    if UNSUPPORTED.contains(&name) {
-        VoiceError::InvalidOperation(format!("{name} is not supported"))
-    } else {
-        VoiceError::InvalidOperation("Unknown operation".into())
+fn unknown_operation(_name: &str) -> VoiceError {
+    VoiceError::InvalidOperation("Unknown operation".into())
+}
+
+/// `destination.phoneNumber`: required, printable ASCII without spaces, at most
+/// [`MAX_NUMBER_LEN`] bytes.
+fn destination(body: &Map<String, Value>) -> Result<String, VoiceError> {
+    let destination = match body.get("destination") {
+        Some(Value::Object(d)) => required_str(d, "phoneNumber", MAX_NUMBER_LEN)?,
+        _ => return Err(VoiceError::BadRequest("destination missing".into())),
+    };
+    if !destination.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(VoiceError::BadRequest("phoneNumber is not a number".into()));
+    }
+    Ok(destination)
+}
+
+/// An optional call reference (`consultCallUri`, `otherCallUri`): a URI or a path whose last
+/// segment is the call id.
+fn call_reference(body: &Map<String, Value>, key: &str) -> Result<Option<String>, VoiceError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            let id = s
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or_default();
+            if id.is_empty() {
+                Err(VoiceError::BadRequest(format!("{key} names no call")))
+            } else {
+                Ok(Some(id.to_owned()))
+            }
+        }
+        Some(_) => Err(VoiceError::BadRequest(format!("{key} must be a string"))),
     }
 }
 
@@ -523,6 +566,7 @@ impl VoiceApi {
         B: Body<Data = Bytes>,
     {
         let route = Route::parse(parts.uri.path())
+            .filter(|r| self.inner.config.test_control || !r.is_test_control())
             .ok_or_else(|| VoiceError::NotFound("Resource not found".into()))?;
         if !route.allows(&parts.method) {
             return Err(VoiceError::MethodNotAllowed);
@@ -538,7 +582,7 @@ impl VoiceApi {
                 Route::MyDevice(_) | Route::Device(_) => Err(VoiceError::device_not_found()),
                 Route::Calls => ok(Some(("calls", Value::Array(switch.calls_json(user)?)))),
                 Route::Call(id) => ok(Some(("call", switch.call_json(user, id)?))),
-                Route::MyDeviceCalls(_) | Route::VoiceChannel => Err(VoiceError::MethodNotAllowed),
+                _ => Err(VoiceError::MethodNotAllowed),
             };
         }
         if !declares_json(&parts.headers) {
@@ -557,20 +601,49 @@ impl VoiceApi {
                 *close = refused.close;
                 refused.error
             })?;
+        if route == Route::TestReset {
+            // No body, or an empty object.
+            if !body.is_empty() && serde_json::from_slice::<Map<String, Value>>(&body).is_err() {
+                return Err(VoiceError::BadRequest(
+                    "Body must be empty or a JSON object".into(),
+                ));
+            }
+            switch.reset();
+            return ok(None);
+        }
+        if route == Route::TestCalls {
+            let body: Value = serde_json::from_slice(&body)
+                .map_err(|_| VoiceError::BadRequest("Body is not valid JSON".into()))?;
+            let Value::Object(mut body) = body else {
+                return Err(VoiceError::BadRequest("Body must be a JSON object".into()));
+            };
+            let from = required_str(&body, "from", MAX_NUMBER_LEN)?;
+            let to = required_str(&body, "to", MAX_NUMBER_LEN)?;
+            if !from.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(VoiceError::BadRequest("from is not a number".into()));
+            }
+            let data = user_data(&mut body, false)?;
+            let id = switch.test_inbound_call(&from, &to, data)?;
+            return ok(Some(("id", Value::from(id))));
+        }
         let (name, mut body) = parse_operation(&body)?;
         match route {
+            Route::TestCall(id) => {
+                let what = match name.as_str() {
+                    "FarEndAnswer" => FarEnd::Answer,
+                    "FarEndBusy" => FarEnd::Busy,
+                    "FarEndRelease" => FarEnd::Release,
+                    _ => return Err(unknown_operation(&name)),
+                };
+                switch.far_end(id, what)?;
+                ok(None)
+            }
             Route::MyDeviceCalls(device) => {
                 if name != "Dial" {
                     return Err(unknown_operation(&name));
                 }
                 Switch::check_features(user, None)?;
-                let destination = match body.get("destination") {
-                    Some(Value::Object(d)) => required_str(d, "phoneNumber", MAX_NUMBER_LEN)?,
-                    _ => return Err(VoiceError::BadRequest("destination missing".into())),
-                };
-                if !destination.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(VoiceError::BadRequest("phoneNumber is not a number".into()));
-                }
+                let destination = destination(&body)?;
                 let data = user_data(&mut body, false)?;
                 switch.dial(user, device, &destination, data)?;
                 ok(None)
@@ -599,6 +672,24 @@ impl VoiceApi {
                     }
                     Operation::DeleteUserDataPair => {
                         params.key = Some(required_str(&body, "key", usize::MAX)?);
+                    }
+                    Operation::SingleStepTransfer
+                    | Operation::SingleStepConference
+                    | Operation::InitiateTransfer
+                    | Operation::InitiateConference => {
+                        // `location` is accepted and ignored.
+                        params.destination = Some(destination(&body)?);
+                        params.user_data = user_data(&mut body, false)?;
+                    }
+                    Operation::CompleteTransfer | Operation::CompleteConference => {
+                        params.other_call = call_reference(&body, "consultCallUri")?;
+                    }
+                    Operation::SwapCalls => {
+                        params.other_call = call_reference(&body, "otherCallUri")?;
+                    }
+                    Operation::RemoveParticipantFromConference => {
+                        params.participant =
+                            Some(required_str(&body, "participant", MAX_NUMBER_LEN)?);
                     }
                     Operation::SetCallDisposition => {
                         let value = required_str(&body, "disposition", MAX_DISPOSITION_LEN)?;

@@ -7,14 +7,16 @@
 //! What it does:
 //! - REST handlers under `/api/v2` ([`VoiceApi::handle`], or [`VoiceApi`] as a
 //!   [`tower::Service`]): `me`, devices, `Dial`, call operations (answer, hold, retrieve,
-//!   hang up, DTMF, mute, disposition, the four recording operations, user data), device-level
-//!   `StopCallRecording`, agent state and do-not-disturb; with
+//!   hang up, DTMF, mute, disposition, the four recording operations, user data, transfers and
+//!   conferences), device-level `StopCallRecording`, agent state and do-not-disturb, and an
+//!   optional test-control API ([`VoiceConfig::test_control`]); with
 //!   Basic authentication, an HTTP-only session cookie, an `Origin` check, CORS, body limits and
 //!   a body-read timeout (the Bayeux endpoint's rules), JSON-only state changes, GWS's optional
 //!   CSRF token ([`VoiceConfig::enable_csrf_protection`]) and feature gating (`api-voice`,
 //!   `api-voice-recording`); the crate's README tabulates these request rules;
-//! - the call model: per-user legs of each call, the call and recording state machines
-//!   ([`model::transition`]) and capabilities derived from them;
+//! - the call model: parties of each call (users' legs and external numbers), one table of
+//!   operation × leg state → next state, notification and effect ([`model::RULES`]), and
+//!   capabilities derived from it ([`model::capabilities`]), so a listed operation succeeds;
 //! - one `CallStateChangeMessage` per affected user and state change, on `/v2/me/calls`, through
 //!   [`bayeux_core::Engine::deliver_to_principal`] (never a broadcast);
 //! - the Bayeux side of security: [`VoiceSecurityPolicy`] (authenticated handshakes on the
@@ -24,9 +26,10 @@
 //!   delay.
 //!
 //! What it does not do: listen on sockets, serve the Bayeux endpoint (that is
-//! `bayeux-transport`), transfers and conferences, or persistence.
+//! `bayeux-transport`), or persistence.
 //!
-//! Choices where the contract is silent (see `shared/spec/voice-api.md`):
+//! Choices where GWS is silent (the contract, with them marked, is `docs/voice-api.md` at the
+//! repository's root):
 //! - `userData` belongs to the call: a user-data operation notifies every party; the recording
 //!   keys `GSIP_RECORD` / `GSIP_REC_FN` belong to the recording user's leg and show only in
 //!   that user's view; `AttachUserData` and `UpdateUserData` both add or overwrite keys;

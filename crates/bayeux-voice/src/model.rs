@@ -67,8 +67,10 @@ pub enum CallType {
     Internal,
     /// From a user to a number that is no configured user's DN.
     Outbound,
-    /// From outside to a user (created by a [`crate::Telephony`] source).
+    /// From outside to a user, or a user joining a call that has an external party.
     Inbound,
+    /// A consultation call (InitiateTransfer / InitiateConference), every leg of it.
+    Consult,
 }
 
 /// The `notificationType` of a call notification.
@@ -82,6 +84,22 @@ pub enum NotificationType {
     AttachedDataChanged,
     /// `SendDtmf`: the digits were sent (to the requester only; the call does not change).
     DtmfSent,
+    /// The leg's `participants` changed (a party joined or left) while its state did not.
+    ParticipantsUpdated,
+}
+
+/// Where a leg stands in its user's consultation pair (a call C and the consultation call K
+/// made from it by InitiateTransfer or InitiateConference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pair {
+    /// The user has no consultation pair.
+    None,
+    /// The user has a consultation pair, made of other calls.
+    Elsewhere,
+    /// In a pair whose consultation leg is still `Dialing`.
+    Pending,
+    /// In a pair whose consultation leg has left `Dialing`.
+    Connected,
 }
 
 /// Whether a leg's microphone is muted (`mute` in the call object).
@@ -103,15 +121,22 @@ pub struct LegState {
     pub rec: RecordingState,
     /// Whether the leg is muted.
     pub mute: Mute,
+    /// The leg's place in its user's consultation pair.
+    pub pair: Pair,
+    /// Whether the user owns the call (made it a conference) and at least two other parties
+    /// are on it, so that one can be removed.
+    pub can_remove: bool,
 }
 
 impl LegState {
-    /// A new leg in `state`: not recording, not muted.
+    /// A new leg in `state`: not recording, not muted, in no pair, owning nothing.
     pub fn new(state: CallState) -> LegState {
         LegState {
             state,
             rec: RecordingState::Stopped,
             mute: Mute::Off,
+            pair: Pair::None,
+            can_remove: false,
         }
     }
 }
@@ -153,11 +178,27 @@ pub enum Operation {
     DeleteUserData,
     /// Set `userData[dispositionKey]` (default `DispositionCode`) to `disposition`.
     SetCallDisposition,
+    /// Hand the call to `destination` and leave it.
+    SingleStepTransfer,
+    /// Add `destination` to the call; the requester becomes its owner.
+    SingleStepConference,
+    /// Hold the call and make a consultation call to `destination`.
+    InitiateTransfer,
+    /// Hold the call and make a consultation call to `destination`.
+    InitiateConference,
+    /// Join the consulted parties to the held call and leave both calls.
+    CompleteTransfer,
+    /// Join the consulted parties to the held call and take it back, as its owner.
+    CompleteConference,
+    /// Hold the active call of the pair and take the held one back.
+    SwapCalls,
+    /// The owner removes a party (`participant`) from a conference.
+    RemoveParticipantFromConference,
 }
 
 impl Operation {
     /// Every operation, for table tests.
-    pub const ALL: [Operation; 16] = [
+    pub const ALL: [Operation; 24] = [
         Operation::Answer,
         Operation::Hold,
         Operation::Retrieve,
@@ -174,6 +215,14 @@ impl Operation {
         Operation::DeleteUserDataPair,
         Operation::DeleteUserData,
         Operation::SetCallDisposition,
+        Operation::SingleStepTransfer,
+        Operation::SingleStepConference,
+        Operation::InitiateTransfer,
+        Operation::InitiateConference,
+        Operation::CompleteTransfer,
+        Operation::CompleteConference,
+        Operation::SwapCalls,
+        Operation::RemoveParticipantFromConference,
     ];
 
     /// The wire name.
@@ -195,6 +244,14 @@ impl Operation {
             Operation::DeleteUserDataPair => "DeleteUserDataPair",
             Operation::DeleteUserData => "DeleteUserData",
             Operation::SetCallDisposition => "SetCallDisposition",
+            Operation::SingleStepTransfer => "SingleStepTransfer",
+            Operation::SingleStepConference => "SingleStepConference",
+            Operation::InitiateTransfer => "InitiateTransfer",
+            Operation::InitiateConference => "InitiateConference",
+            Operation::CompleteTransfer => "CompleteTransfer",
+            Operation::CompleteConference => "CompleteConference",
+            Operation::SwapCalls => "SwapCalls",
+            Operation::RemoveParticipantFromConference => "RemoveParticipantFromConference",
         }
     }
 
@@ -259,11 +316,36 @@ pub enum Effect {
     Release,
     /// The call's `userData` changes; every live party is notified.
     UserData,
+    /// `destination` joins the call; with `conference: false` the requester leaves it.
+    SingleStep {
+        /// Conference (the requester stays, as owner) or transfer (the requester leaves).
+        conference: bool,
+    },
+    /// The requester's leg is held and a consultation call to `destination` starts.
+    Initiate,
+    /// The consulted parties move onto the held call; with `conference: false` the requester
+    /// leaves both calls, else it takes the held call back as its owner.
+    Complete {
+        /// Conference or transfer.
+        conference: bool,
+    },
+    /// The two calls of the pair swap `Established` and `Held`.
+    Swap,
+    /// A party (`participant`) leaves the call.
+    RemoveParticipant,
 }
 
 /// One row of the state machine: when `op` is accepted (the requester's leg in one of
-/// `states`, its recording in one of `recs`, its mute equal to `mute` when given), what the leg
-/// becomes, the notification, and the effect on the rest of the call.
+/// `states`, its recording in one of `recs`, its mute equal to `mute` when given, its pair in
+/// one of `pairs`, owning the conference when `owner`), what the leg becomes, the
+/// notification, and the effect on the rest of the call.
+///
+/// For the effects that move parties ([`Effect::Answer`], [`Effect::Release`],
+/// [`Effect::SingleStep`], [`Effect::Initiate`], [`Effect::Complete`], [`Effect::Swap`],
+/// [`Effect::RemoveParticipant`]) `notification` is `StatusChange` and the notifications
+/// follow one rule for every leg the operation touches, in order: a `StatusChange` if its
+/// state or mute changed (a new leg counts as changed), then a `ParticipantsUpdated` if its
+/// participants changed (not for a new or released leg).
 #[derive(Debug, Clone, Copy)]
 pub struct Rule {
     /// The operation.
@@ -274,6 +356,10 @@ pub struct Rule {
     pub recs: &'static [RecordingState],
     /// The mute state required, if any.
     pub mute: Option<Mute>,
+    /// The pair states the requester's leg may be in.
+    pub pairs: &'static [Pair],
+    /// Whether the requester must be able to remove a party ([`LegState::can_remove`]).
+    pub owner: bool,
     /// The leg's next call state.
     pub next_state: Next<CallState>,
     /// The leg's next recording state.
@@ -294,6 +380,12 @@ const LIVE: &[CallState] = &[
 ];
 const ANY_REC: &[RecordingState] = &RecordingState::ALL;
 const ESTABLISHED: &[CallState] = &[CallState::Established];
+const ANY_PAIR: &[Pair] = &[Pair::None, Pair::Elsewhere, Pair::Pending, Pair::Connected];
+/// The leg's call is in no consultation pair of its user.
+const NO_PAIR: &[Pair] = &[Pair::None, Pair::Elsewhere];
+/// The user has no consultation pair at all (one consultation at a time).
+const NO_PAIR_AT_ALL: &[Pair] = &[Pair::None];
+const CONNECTED: &[Pair] = &[Pair::Connected];
 
 /// A row that changes nothing but what is given.
 const fn row(op: Operation, states: &'static [CallState], notification: NotificationType) -> Rule {
@@ -302,6 +394,8 @@ const fn row(op: Operation, states: &'static [CallState], notification: Notifica
         states,
         recs: ANY_REC,
         mute: None,
+        pairs: ANY_PAIR,
+        owner: false,
         next_state: Next::Same,
         next_rec: Next::Same,
         next_mute: Next::Same,
@@ -332,7 +426,7 @@ const fn user_data(op: Operation) -> Rule {
 
 /// The state machine of a leg, one row per operation: adding an operation is adding a row
 /// (and, if it touches more than the leg, an [`Effect`]).
-pub const RULES: [Rule; 16] = {
+pub const RULES: [Rule; 24] = {
     use CallState::*;
     use NotificationType::*;
     use Operation as O;
@@ -343,12 +437,15 @@ pub const RULES: [Rule; 16] = {
             effect: Effect::Answer,
             ..row(O::Answer, &[Ringing], StatusChange)
         },
+        // One consultation at a time: within a pair, SwapCalls replaces Hold and Retrieve.
         Rule {
             next_state: Next::To(Held),
+            pairs: NO_PAIR,
             ..row(O::Hold, ESTABLISHED, StatusChange)
         },
         Rule {
             next_state: Next::To(Established),
+            pairs: NO_PAIR,
             ..row(O::Retrieve, &[Held], StatusChange)
         },
         Rule {
@@ -382,6 +479,53 @@ pub const RULES: [Rule; 16] = {
         user_data(O::DeleteUserDataPair),
         user_data(O::DeleteUserData),
         user_data(O::SetCallDisposition),
+        Rule {
+            pairs: NO_PAIR,
+            effect: Effect::SingleStep { conference: false },
+            ..row(O::SingleStepTransfer, ESTABLISHED, StatusChange)
+        },
+        Rule {
+            pairs: NO_PAIR,
+            effect: Effect::SingleStep { conference: true },
+            ..row(O::SingleStepConference, ESTABLISHED, StatusChange)
+        },
+        Rule {
+            pairs: NO_PAIR_AT_ALL,
+            next_state: Next::To(Held),
+            effect: Effect::Initiate,
+            ..row(O::InitiateTransfer, ESTABLISHED, StatusChange)
+        },
+        Rule {
+            pairs: NO_PAIR_AT_ALL,
+            next_state: Next::To(Held),
+            effect: Effect::Initiate,
+            ..row(O::InitiateConference, ESTABLISHED, StatusChange)
+        },
+        Rule {
+            pairs: CONNECTED,
+            effect: Effect::Complete { conference: false },
+            ..row(O::CompleteTransfer, &[Established, Held], StatusChange)
+        },
+        Rule {
+            pairs: CONNECTED,
+            effect: Effect::Complete { conference: true },
+            ..row(O::CompleteConference, &[Established, Held], StatusChange)
+        },
+        Rule {
+            pairs: CONNECTED,
+            effect: Effect::Swap,
+            ..row(O::SwapCalls, &[Established, Held], StatusChange)
+        },
+        Rule {
+            pairs: NO_PAIR,
+            owner: true,
+            effect: Effect::RemoveParticipant,
+            ..row(
+                O::RemoveParticipantFromConference,
+                ESTABLISHED,
+                StatusChange,
+            )
+        },
     ]
 };
 
@@ -400,26 +544,37 @@ pub fn transition(leg: LegState, op: Operation) -> Option<LegState> {
     let r = rule(op);
     let accepted = r.states.contains(&leg.state)
         && r.recs.contains(&leg.rec)
-        && r.mute.is_none_or(|m| m == leg.mute);
+        && r.mute.is_none_or(|m| m == leg.mute)
+        && r.pairs.contains(&leg.pair)
+        && (!r.owner || leg.can_remove);
     accepted.then(|| LegState {
         state: r.next_state.apply(leg.state),
         rec: r.next_rec.apply(leg.rec),
         mute: r.next_mute.apply(leg.mute),
+        ..leg
     })
 }
 
 /// The operations in the order GWS lists them in `capabilities` (the seed's order, GWS's other
-/// names after it; GWS's transfer and conference names, not implemented yet, are left out).
-const CAPABILITY_ORDER: [Operation; 16] = [
+/// names after it).
+const CAPABILITY_ORDER: [Operation; 24] = [
     Operation::Answer,
     Operation::UpdateUserData,
     Operation::SendDtmf,
+    Operation::InitiateConference,
     Operation::Hold,
     Operation::Retrieve,
+    Operation::SingleStepTransfer,
+    Operation::InitiateTransfer,
     Operation::AttachUserData,
     Operation::DeleteUserDataPair,
+    Operation::SingleStepConference,
     Operation::DeleteUserData,
     Operation::Hangup,
+    Operation::CompleteTransfer,
+    Operation::CompleteConference,
+    Operation::SwapCalls,
+    Operation::RemoveParticipantFromConference,
     Operation::MuteCall,
     Operation::UnmuteCall,
     Operation::SetCallDisposition,
@@ -453,12 +608,17 @@ mod tests {
     use super::*;
 
     fn leg(state: CallState, rec: RecordingState, mute: Mute) -> LegState {
-        LegState { state, rec, mute }
+        LegState {
+            rec,
+            mute,
+            ..LegState::new(state)
+        }
     }
 
-    /// Every allowed transition of the non-user-data operations, written out by hand (not from
-    /// the table): `(op, from, rec, mute, to, rec', mute')`; anything not listed is refused.
-    /// `None` for mute: any mute, unchanged.
+    /// Every allowed transition of the non-user-data operations for a leg in no consultation
+    /// pair that cannot remove a party, written out by hand (not from the table): `(op, from,
+    /// rec, mute, to, rec', mute')`; anything not listed is refused. `None` for mute: any mute,
+    /// unchanged.
     #[allow(clippy::type_complexity)]
     const ALLOWED: &[(
         Operation,
@@ -637,6 +797,114 @@ mod tests {
             None,
         ),
         (StopCallRecording, Held, Paused, None, Held, Stopped, None),
+        (
+            SingleStepTransfer,
+            Established,
+            Stopped,
+            None,
+            Established,
+            Stopped,
+            None,
+        ),
+        (
+            SingleStepTransfer,
+            Established,
+            Recording,
+            None,
+            Established,
+            Recording,
+            None,
+        ),
+        (
+            SingleStepTransfer,
+            Established,
+            Paused,
+            None,
+            Established,
+            Paused,
+            None,
+        ),
+        (
+            SingleStepConference,
+            Established,
+            Stopped,
+            None,
+            Established,
+            Stopped,
+            None,
+        ),
+        (
+            SingleStepConference,
+            Established,
+            Recording,
+            None,
+            Established,
+            Recording,
+            None,
+        ),
+        (
+            SingleStepConference,
+            Established,
+            Paused,
+            None,
+            Established,
+            Paused,
+            None,
+        ),
+        (
+            InitiateTransfer,
+            Established,
+            Stopped,
+            None,
+            Held,
+            Stopped,
+            None,
+        ),
+        (
+            InitiateTransfer,
+            Established,
+            Recording,
+            None,
+            Held,
+            Recording,
+            None,
+        ),
+        (
+            InitiateTransfer,
+            Established,
+            Paused,
+            None,
+            Held,
+            Paused,
+            None,
+        ),
+        (
+            InitiateConference,
+            Established,
+            Stopped,
+            None,
+            Held,
+            Stopped,
+            None,
+        ),
+        (
+            InitiateConference,
+            Established,
+            Recording,
+            None,
+            Held,
+            Recording,
+            None,
+        ),
+        (
+            InitiateConference,
+            Established,
+            Paused,
+            None,
+            Held,
+            Paused,
+            None,
+        ),
     ];
 
     /// States a leg can actually be in: recording only ever runs while Established or Held,
@@ -677,7 +945,7 @@ mod tests {
             }
         }
         // 5 states; Established and Held with 3 recording × 2 mute states, the rest 1.
-        assert_eq!(checked, 16 * (3 + 2 * 6));
+        assert_eq!(checked, 24 * (3 + 2 * 6));
     }
 
     #[test]
@@ -743,17 +1011,19 @@ mod tests {
                 "SetCallDisposition"
             ]
         );
-        // The seed's list, in the seed's order, without the transfer and conference names
-        // (not implemented, so not listed: a listed operation must succeed), with mute and
-        // disposition.
+        // The seed's list, in the seed's order, with mute and disposition.
         assert_eq!(
             c(Established, Recording, true),
             vec![
                 "UpdateUserData",
                 "SendDtmf",
+                "InitiateConference",
                 "Hold",
+                "SingleStepTransfer",
+                "InitiateTransfer",
                 "AttachUserData",
                 "DeleteUserDataPair",
+                "SingleStepConference",
                 "DeleteUserData",
                 "Hangup",
                 "MuteCall",
@@ -790,9 +1060,80 @@ mod tests {
         assert!(c(Released, Stopped, true).is_empty());
     }
 
+    /// The contract's table for legs in a consultation pair and for conference owners.
+    #[test]
+    fn capabilities_in_a_pair_and_for_the_owner() {
+        let ud = [
+            "UpdateUserData",
+            "AttachUserData",
+            "DeleteUserDataPair",
+            "DeleteUserData",
+            "SetCallDisposition",
+        ];
+        let with = |state, pair, can_remove| {
+            let mut caps = capabilities(
+                LegState {
+                    pair,
+                    can_remove,
+                    ..LegState::new(state)
+                },
+                false,
+            );
+            caps.retain(|c| !ud.contains(c));
+            caps
+        };
+        assert_eq!(with(Held, Pair::Pending, false), vec!["Hangup"]);
+        assert_eq!(
+            with(Dialing, Pair::Pending, false),
+            vec!["SendDtmf", "Hangup"]
+        );
+        assert_eq!(
+            with(Established, Pair::Connected, false),
+            vec![
+                "SendDtmf",
+                "Hangup",
+                "CompleteTransfer",
+                "CompleteConference",
+                "SwapCalls",
+                "MuteCall"
+            ]
+        );
+        assert_eq!(
+            with(Held, Pair::Connected, false),
+            vec![
+                "Hangup",
+                "CompleteTransfer",
+                "CompleteConference",
+                "SwapCalls"
+            ]
+        );
+        assert!(with(Established, Pair::None, true).contains(&"RemoveParticipantFromConference"));
+        assert!(!with(Established, Pair::None, false).contains(&"RemoveParticipantFromConference"));
+        assert!(!with(Held, Pair::None, true).contains(&"RemoveParticipantFromConference"));
+        // A user with a consultation pair elsewhere may not start a second one.
+        let elsewhere = with(Established, Pair::Elsewhere, false);
+        assert!(elsewhere.contains(&"Hold") && elsewhere.contains(&"SingleStepTransfer"));
+        assert!(
+            !elsewhere.contains(&"InitiateTransfer") && !elsewhere.contains(&"InitiateConference")
+        );
+    }
+
     #[test]
     fn capabilities_are_exactly_the_accepted_operations() {
-        for l in all_legs() {
+        let contexts = [
+            (Pair::None, false),
+            (Pair::None, true),
+            (Pair::Elsewhere, false),
+            (Pair::Pending, false),
+            (Pair::Connected, false),
+        ];
+        for l in all_legs().flat_map(|l| {
+            contexts.map(|(pair, can_remove)| LegState {
+                pair,
+                can_remove,
+                ..l
+            })
+        }) {
             for rec in [false, true] {
                 let caps = capabilities(l, rec);
                 for op in Operation::ALL {
@@ -810,6 +1151,6 @@ mod tests {
         }
         assert_eq!(Operation::from_name("answer"), None);
         assert_eq!(Operation::from_name("SendDTMF"), Some(SendDtmf));
-        assert_eq!(Operation::from_name("SingleStepTransfer"), None);
+        assert_eq!(Operation::from_name("ClearCall"), None);
     }
 }

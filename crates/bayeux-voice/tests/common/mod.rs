@@ -119,10 +119,10 @@ impl Harness {
         &self.inboxes[user]
     }
 
-    /// Drains every inbox.
+    /// Drains every inbox (every channel).
     pub fn drain(&self) {
         for i in self.inboxes.values() {
-            i.take();
+            i.0.lock().clear();
         }
     }
 

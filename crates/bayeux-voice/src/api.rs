@@ -23,6 +23,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value, json};
 
 use crate::agent::channel_operation;
+use crate::assets::{self, STATIC_PREFIX};
 use crate::auth::{CSRF_HEADER, Credentials, Gate, VoiceAuthenticator};
 use crate::config::{ConfigError, VoiceConfig};
 use crate::directory::{Directory, User};
@@ -406,13 +407,14 @@ impl VoiceApi {
     }
 
     /// Whether `path` belongs to this API: `/api/v2` and below, except the notifications
-    /// endpoint and its sub-paths (those belong to the Bayeux transport).
+    /// endpoint and its sub-paths (those belong to the Bayeux transport), and the static files
+    /// under `/voice/` (the OpenAPI document, the notification schemas, the agent page).
     pub fn matches(&self, path: &str) -> bool {
         let below = |mount: &str| {
             path.strip_prefix(mount)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         };
-        below(API_PREFIX) && !below(self.notifications_path())
+        (below(API_PREFIX) && !below(self.notifications_path())) || below(STATIC_PREFIX)
     }
 
     /// The path of the Bayeux notifications endpoint (default `/api/v2/notifications`).
@@ -471,6 +473,9 @@ impl VoiceApi {
         B: Body<Data = Bytes>,
     {
         let (parts, body) = req.into_parts();
+        if parts.uri.path() == STATIC_PREFIX || parts.uri.path().starts_with("/voice/") {
+            return serve_static(&parts);
+        }
         let gate = &self.inner.gate;
         // A refused origin gets no CORS headers: the foreign page cannot even read the refusal.
         if !gate.request_origin_ok(&parts.headers) {
@@ -725,6 +730,36 @@ impl VoiceApi {
     }
 }
 
+/// A static file under `/voice/`: public (no credentials, like any web page), GET and HEAD
+/// only, cacheable for a short while.
+fn serve_static(parts: &http::request::Parts) -> Response<Full<Bytes>> {
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        let mut r = error_response(&VoiceError::MethodNotAllowed);
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let Some((content_type, bytes)) = assets::static_file(parts.uri.path()) else {
+        return error_response(&VoiceError::NotFound("Resource not found".into()));
+    };
+    let len = bytes.len();
+    let body = if parts.method == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(bytes)
+    };
+    let mut r = Response::new(Full::new(body));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
 /// The answer to `OPTIONS` (unauthenticated, as browsers send preflights without
 /// credentials); the caller adds the CORS origin headers.
 fn preflight(headers: &http::HeaderMap, cors: bool, csrf: bool) -> Response<Full<Bytes>> {
@@ -814,6 +849,8 @@ mod tests {
         assert!(!api.matches("/api/v2/notifications/handshake"));
         assert!(!api.matches("/api/v20"));
         assert!(!api.matches("/cometd"));
+        assert!(api.matches("/voice/openapi.json"));
+        assert!(!api.matches("/voicex"));
         assert!(api.switch().call_count() == 0);
     }
 }

@@ -67,6 +67,7 @@
 
 mod agent;
 mod api;
+mod assets;
 mod auth;
 pub mod config;
 mod directory;
@@ -78,6 +79,7 @@ mod telephony;
 mod util;
 
 pub use api::VoiceApi;
+pub use assets::{NOTIFICATION_SCHEMAS, OPENAPI, json_schema};
 pub use auth::VoiceAuthenticator;
 pub use config::{ConfigError, FEATURE_RECORDING, FEATURE_VOICE, UserConfig, VoiceConfig};
 pub use error::VoiceError;

@@ -932,3 +932,35 @@ async fn served_as_a_tower_service() {
     assert_eq!(v["user"]["userName"], "agent3");
     assert_eq!(v["user"]["devices"][0]["phoneNumber"], "15002");
 }
+
+#[tokio::test]
+async fn the_contract_is_served_without_credentials() {
+    let h = Harness::demo();
+    let r = send(&h.api, req("GET", "/voice/openapi.json"), None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(
+        r.json,
+        serde_json::from_str::<Value>(bayeux_voice::OPENAPI).unwrap()
+    );
+    for (name, _) in bayeux_voice::NOTIFICATION_SCHEMAS {
+        let r = send(
+            &h.api,
+            req("GET", &format!("/voice/schemas/{name}.schema.json")),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{name}");
+        assert_eq!(r.headers["content-type"], "application/schema+json");
+        assert_eq!(r.json["$ref"], format!("#/$defs/{name}"));
+    }
+    let r = send(&h.api, req("GET", "/voice/nothing"), None).await;
+    r.expect(404, 6);
+    let r = send(
+        &h.api,
+        req("POST", "/voice/openapi.json").json(),
+        Some("{}".into()),
+    )
+    .await;
+    r.expect(405, 2);
+}

@@ -236,23 +236,20 @@ impl Call {
         v.into_iter().map(|(_, n)| n.to_owned()).collect()
     }
 
-    /// Releases leg `leg` (its participants frozen first).
-    fn release_leg(&mut self, leg: usize) {
-        if !self.legs[leg].live() {
-            return;
-        }
-        let frozen = self.participants(leg);
-        self.legs[leg].frozen = Some(frozen);
-        self.legs[leg].set_state(CallState::Released);
+    /// Every live leg's participants now (`None` for released legs): what a leg keeps showing
+    /// once released.
+    fn snapshot(&self) -> Vec<Option<Vec<String>>> {
+        (0..self.legs.len())
+            .map(|i| self.legs[i].live().then(|| self.participants(i)))
+            .collect()
     }
 
-    /// Releases every leg and drops the external parties.
-    fn release_all(&mut self) {
-        let frozen: Vec<Option<Vec<String>>> = (0..self.legs.len())
-            .map(|i| self.legs[i].live().then(|| self.participants(i)))
-            .collect();
-        for (l, f) in self.legs.iter_mut().zip(frozen) {
-            if let Some(f) = f {
+    /// Releases every live leg, each keeping its participants from `before`.
+    fn release_with(&mut self, before: Vec<Option<Vec<String>>>) {
+        for (l, f) in self.legs.iter_mut().zip(before) {
+            if let Some(f) = f
+                && l.live()
+            {
                 l.frozen = Some(f);
                 l.set_state(CallState::Released);
             }
@@ -261,20 +258,31 @@ impl Call {
         self.owner = None;
     }
 
+    /// Releases every leg and drops the external parties.
+    fn release_all(&mut self) {
+        let before = self.snapshot();
+        self.release_with(before);
+    }
+
     /// Leg `leg`'s party leaves the call (the Hangup rule): with fewer than two parties left,
-    /// every remaining leg is released.
+    /// every remaining leg is released. Released legs keep the participants they had before.
     fn leave(&mut self, leg: usize) {
-        self.release_leg(leg);
+        let before = self.snapshot();
+        if let Some(f) = before[leg].clone() {
+            self.legs[leg].frozen = Some(f);
+            self.legs[leg].set_state(CallState::Released);
+        }
         if self.owner.as_deref() == Some(&*self.legs[leg].user.name) {
             self.owner = None;
         }
-        self.settle();
+        self.settle(before);
     }
 
-    /// With fewer than two parties left, releases everyone.
-    fn settle(&mut self) {
+    /// With fewer than two parties left, releases everyone (keeping the participants of
+    /// `before`).
+    fn settle(&mut self, before: Vec<Option<Vec<String>>>) {
         if self.party_count() < 2 {
-            self.release_all();
+            self.release_with(before);
         }
     }
 }
@@ -1098,8 +1106,9 @@ impl Switch {
                 match call.legs.iter().position(|l| l.live() && l.user.dn == p) {
                     Some(i) => call.leave(i),
                     None => {
+                        let before = call.snapshot();
                         call.externals.retain(|e| e.number != p);
-                        call.settle();
+                        call.settle(before);
                     }
                 }
             }
@@ -1334,8 +1343,9 @@ impl Switch {
             }
             FarEnd::Busy => call.release_all(),
             FarEnd::Release => {
+                let before = call.snapshot();
                 call.externals.retain(|e| !e.connected);
-                call.settle();
+                call.settle(before);
             }
         }
         let mut after = Vec::new();

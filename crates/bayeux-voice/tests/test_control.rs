@@ -72,10 +72,10 @@ async fn an_inbound_call_rings_the_user_with_its_user_data() {
     )
     .await
     .expect(200, 0);
-    assert_eq!(
-        digest(&h.inbox("agent2").take()),
-        [("StatusChange".into(), "Released".into())]
-    );
+    let n = h.inbox("agent2").take();
+    assert_eq!(digest(&n), [("StatusChange".into(), "Released".into())]);
+    // A released leg keeps showing whom it talked to.
+    assert_eq!(n[0]["call"]["participants"][0]["phoneNumber"], "5551234");
     // Released: nothing left to release.
     h.post(
         "agent1",

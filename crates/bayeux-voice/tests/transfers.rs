@@ -310,11 +310,19 @@ async fn initiate_and_complete_transfer() {
     // agent1's recording was its own leg's: it stopped when it left.
     let k1 = h.call("agent1", &k).await;
     assert_eq!(k1["recordingState"], "Stopped");
-    // agent2 and agent3 now talk on C.
+    // agent2 and agent3 now talk on C; when agent3 hangs up, both released legs keep showing
+    // the other party.
     h.op("agent3", &c, json!({"operationName": "Hangup"}))
         .await
         .expect(200, 0);
-    assert_eq!(digest(&h.inbox("agent2").take())[0].2, "Released");
+    assert_eq!(
+        digest(&h.inbox("agent2").take()),
+        [d("StatusChange", &c, "Released", &["15002"])]
+    );
+    assert_eq!(
+        digest(&h.inbox("agent3").take()),
+        [d("StatusChange", &c, "Released", &["15001"])]
+    );
 }
 
 #[tokio::test]

@@ -473,7 +473,14 @@ impl VoiceApi {
         B: Body<Data = Bytes>,
     {
         let (parts, body) = req.into_parts();
-        if parts.uri.path() == STATIC_PREFIX || parts.uri.path().starts_with("/voice/") {
+        if parts.uri.path() == STATIC_PREFIX {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+            r.headers_mut()
+                .insert(http::header::LOCATION, HeaderValue::from_static("/voice/"));
+            return r;
+        }
+        if parts.uri.path().starts_with("/voice/") {
             return serve_static(&parts);
         }
         let gate = &self.inner.gate;
@@ -752,6 +759,14 @@ fn serve_static(parts: &http::request::Parts) -> Response<Full<Bytes>> {
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+    // The page loads only its own scripts and talks only to its own origin; the CometD client
+    // runs its timers in a worker made from a blob.
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; worker-src 'self' blob:; frame-ancestors 'none'",
+        ),
+    );
     h.insert(CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(
         "x-content-type-options",

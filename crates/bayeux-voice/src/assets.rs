@@ -34,11 +34,82 @@ pub fn json_schema(name: &str) -> Option<Value> {
     }))
 }
 
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The agent page.
+const AGENT_HTML: &str = include_str!("../web/agent.html");
+const AGENT_JS: &str = include_str!("../web/agent.mjs");
+
+/// The official CometD JavaScript client (version 9.0.0, Apache License 2.0, see
+/// `web/cometd/README.md`), unmodified ES modules served under `/voice/cometd/`.
+const COMETD: [(&str, &str); 16] = [
+    ("cometd.js", include_str!("../web/cometd/cometd.js")),
+    ("Client.js", include_str!("../web/cometd/Client.js")),
+    ("Extension.js", include_str!("../web/cometd/Extension.js")),
+    (
+        "AckExtension.js",
+        include_str!("../web/cometd/AckExtension.js"),
+    ),
+    (
+        "BinaryExtension.js",
+        include_str!("../web/cometd/BinaryExtension.js"),
+    ),
+    (
+        "ReloadExtension.js",
+        include_str!("../web/cometd/ReloadExtension.js"),
+    ),
+    (
+        "TimeStampExtension.js",
+        include_str!("../web/cometd/TimeStampExtension.js"),
+    ),
+    (
+        "TimeSyncExtension.js",
+        include_str!("../web/cometd/TimeSyncExtension.js"),
+    ),
+    ("Transport.js", include_str!("../web/cometd/Transport.js")),
+    (
+        "RequestTransport.js",
+        include_str!("../web/cometd/RequestTransport.js"),
+    ),
+    (
+        "CallbackPollingTransport.js",
+        include_str!("../web/cometd/CallbackPollingTransport.js"),
+    ),
+    (
+        "LongPollingTransport.js",
+        include_str!("../web/cometd/LongPollingTransport.js"),
+    ),
+    (
+        "WebSocketTransport.js",
+        include_str!("../web/cometd/WebSocketTransport.js"),
+    ),
+    (
+        "TransportRegistry.js",
+        include_str!("../web/cometd/TransportRegistry.js"),
+    ),
+    ("Z85.js", include_str!("../web/cometd/Z85.js")),
+    ("LICENSE", include_str!("../web/cometd/LICENSE")),
+];
+
 /// A static file: its content type and bytes, by path below [`STATIC_PREFIX`].
 pub(crate) fn static_file(path: &str) -> Option<(&'static str, Vec<u8>)> {
     let rest = path.strip_prefix(STATIC_PREFIX)?;
     match rest {
         "/openapi.json" => Some(("application/json", OPENAPI.as_bytes().to_vec())),
+        "/" | "/agent.html" => Some((HTML, AGENT_HTML.as_bytes().to_vec())),
+        "/agent.mjs" => Some((JS, AGENT_JS.as_bytes().to_vec())),
+        _ if rest.starts_with("/cometd/") => {
+            let name = &rest["/cometd/".len()..];
+            COMETD.iter().find(|(n, _)| *n == name).map(|(n, text)| {
+                let kind = if n.ends_with(".js") {
+                    JS
+                } else {
+                    "text/plain; charset=utf-8"
+                };
+                (kind, text.as_bytes().to_vec())
+            })
+        }
         _ => {
             let name = rest
                 .strip_prefix("/schemas/")?
@@ -84,5 +155,26 @@ mod tests {
         assert!(static_file("/voice/schemas/Call.schema.json").is_none());
         assert!(static_file("/voice/openapi.json").is_some());
         assert!(static_file("/voice/nope").is_none());
+        assert!(static_file("/voice/").is_some_and(|(t, _)| t.starts_with("text/html")));
+        assert!(
+            static_file("/voice/cometd/Client.js")
+                .is_some_and(|(t, _)| t.starts_with("text/javascript"))
+        );
+        assert!(static_file("/voice/cometd/LICENSE").is_some());
+        assert!(static_file("/voice/cometd/../agent.mjs").is_none());
+        // Every module the page imports, directly or through cometd.js, is served.
+        for text in [AGENT_JS].into_iter().chain(COMETD.iter().map(|(_, t)| *t)) {
+            for line in text
+                .lines()
+                .filter(|l| l.starts_with("import ") || l.starts_with("export * from"))
+            {
+                let spec = line.split('"').nth(1).unwrap();
+                let name = spec.rsplit('/').next().unwrap();
+                assert!(
+                    COMETD.iter().any(|(n, _)| *n == name),
+                    "{spec} is not served"
+                );
+            }
+        }
     }
 }

@@ -197,6 +197,66 @@ for (const transport of TRANSPORTS) {
             assert.equal(calls(a)[1].data.call.parentCallPath, `/calls/${C}`);
         });
 
+        test(`${tag}: SingleStepTransfer; InitiateConference, SwapCalls twice, CompleteConference`, T, async () => {
+            const a = await connectAgent("agent1", transport);
+            const b = await connectAgent("agent2", transport);
+            const c = await connectAgent("agent3", transport);
+            // agent1 hands its call with agent2 to agent3 in one step.
+            const C1 = await connected(a, b);
+            await operate(a, C1, { operationName: "SingleStepTransfer", destination: { phoneNumber: c.dn }, userData: { via: "sst" } });
+            await waitCalls(c, 1, "Ringing");
+            await operate(c, C1, "Answer");
+            await waitCalls(c, 2, "Established");
+            await waitCalls(a, 1, "Released");
+            await waitCalls(b, 1, "ParticipantsUpdated");
+            await sleep(QUIET_MS);
+            let names = { [C1]: "C1" };
+            assert.deepEqual(digest(a, names), ["StatusChange C1-Released [15001,15002]"]);
+            assert.deepEqual(digest(b, names), ["ParticipantsUpdated C1-Established [15002]"]);
+            assert.deepEqual(digest(c, names), ["StatusChange C1-Ringing [15001]", "StatusChange C1-Established [15001]"]);
+            assert.equal(calls(b)[0].data.call.userData.via, "sst");
+            await operate(c, C1, "Hangup");
+            await waitCalls(b, 2, "Released");
+            clear(a, b, c);
+
+            // agent1 consults agent3, swaps back and forth, then makes a conference.
+            const C = await connected(a, b);
+            await operate(a, C, { operationName: "InitiateConference", destination: { phoneNumber: c.dn } });
+            await waitCalls(c, 1, "consultation Ringing");
+            const K = calls(c)[0].data.call.id;
+            await operate(c, K, "Answer");
+            await waitCalls(a, 3, "consultation Established");
+            await operate(a, K, { operationName: "SwapCalls", otherCallUri: `/calls/${C}` });
+            await waitCalls(a, 5, "swapped");
+            await operate(a, C, "SwapCalls");
+            await waitCalls(a, 7, "swapped back");
+            await operate(a, C, { operationName: "CompleteConference", consultCallUri: `${server.baseUrl}/api/v2/me/calls/${K}` });
+            await waitCalls(a, 10, "conference");
+            await waitCalls(b, 1, "ParticipantsUpdated");
+            await waitCalls(c, 4, "moved onto C");
+            await sleep(QUIET_MS);
+            names = { [C]: "C", [K]: "K" };
+            assert.deepEqual(digest(a, names), [
+                "StatusChange C-Held [15001]",
+                "StatusChange K-Dialing [15002]",
+                "StatusChange K-Established [15002]",
+                "StatusChange K-Held [15002]",
+                "StatusChange C-Established [15001]",
+                "StatusChange C-Held [15001]",
+                "StatusChange K-Established [15002]",
+                "StatusChange K-Released [15002]",
+                "StatusChange C-Established [15001,15002]",
+                "ParticipantsUpdated C-Established [15001,15002]",
+            ]);
+            assert.deepEqual(digest(b, names), ["ParticipantsUpdated C-Established [15000,15002]"]);
+            assert.deepEqual(digest(c, names), [
+                "StatusChange K-Ringing [15000]",
+                "StatusChange K-Established [15000]",
+                "StatusChange K-Released [15000]",
+                "ParticipantsUpdated C-Established [15000,15001]",
+            ]);
+        });
+
         test(`${tag}: SingleStepConference, RemoveParticipantFromConference by the owner`, T, async () => {
             const a = await connectAgent("agent1", transport);
             const b = await connectAgent("agent2", transport);

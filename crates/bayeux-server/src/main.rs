@@ -37,6 +37,10 @@ struct Cli {
     /// (overrides the config file's `[redis] url`). Without it: a single node, no Redis.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// Serve the voice API's test-control routes under `/api/v2/test` (as `[voice]
+    /// test_control = true`); off by default.
+    #[arg(long)]
+    voice_test_control: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +73,7 @@ fn main() -> std::process::ExitCode {
     if let Some(url) = cli.redis {
         config.redis.url = Some(url);
     }
+    config.voice.test_control |= cli.voice_test_control;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&config.log)

@@ -237,7 +237,7 @@ fn voice_operations_parse_without_surprises() {
         if let Some(i) = u.arbitrary::<Option<u8>>()? {
             obj.insert("operationName".into(), OPS[i as usize % OPS.len()].into());
         }
-        for key in ["userData", "key", "dtmfDigits"] {
+        for key in ["userData", "key", "digits"] {
             if let Some(v) = u.arbitrary::<Option<codec::JsonIn>>()? {
                 obj.insert(key.into(), to_value(&v));
             }

@@ -14,6 +14,7 @@ use crate::channel::{ChannelId, ChannelKind, ChannelPattern};
 use crate::codec::{Advice, Framed, Limits, Message, MessageId, Raw, Reply};
 use crate::error::{Error, Failure, Reconnect};
 use crate::ext::{Decision, Extension, Listener, RequestContext, SecurityPolicy};
+use crate::remote::{Calls, RemoteCall, Responder, Start};
 use crate::router::{Backplane, FanOut, Router};
 use crate::session::{
     AttachError, ConnectStart, Delivery, LocalCallback, Offer, OverflowPolicy, Owner, RemoveReason,
@@ -60,6 +61,11 @@ pub struct EngineConfig {
     pub advertise_max_interval: bool,
     /// Codec limits.
     pub limits: Limits,
+    /// Remote calls waiting for their answer, in the whole engine; a call beyond it is refused
+    /// with `503::too_many_remote_calls`.
+    pub max_remote_calls: usize,
+    /// Remote calls one session may have waiting for their answer.
+    pub max_remote_calls_per_session: usize,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +91,8 @@ impl Default for EngineConfig {
             strict_browser: false,
             advertise_max_interval: false,
             limits: Limits::default(),
+            max_remote_calls: 10_000,
+            max_remote_calls_per_session: 64,
         }
     }
 }
@@ -204,6 +212,8 @@ struct Inner {
     policy: RwLock<Option<Arc<dyn SecurityPolicy>>>,
     listeners: RwLock<Arc<Vec<Arc<dyn Listener>>>>,
     stats: Arc<Stats>,
+    /// Remote-call handlers and the calls waiting for an answer.
+    calls: Arc<Calls>,
 }
 
 /// The Bayeux engine. Cheap to clone; all clones share state.
@@ -266,7 +276,21 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         let timing = Timing::of(&config);
         Engine {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
+                calls: {
+                    // Answers go through the engine (counters, overflow policy); the registry
+                    // holds it weakly, as the engine owns the registry.
+                    let weak = weak.clone();
+                    Arc::new(Calls::new(
+                        Arc::new(move |session: &Arc<Session>, reply: &Framed| {
+                            if let Some(inner) = weak.upgrade() {
+                                let _ = (Engine { inner }).offer_to(session, reply);
+                            }
+                        }),
+                        config.max_remote_calls,
+                        config.max_remote_calls_per_session,
+                    ))
+                },
                 browsers: Slots::new(config.max_sessions_per_browser),
                 endpoint_sessions: Slots::new(config.max_sessions),
                 no_endpoint: Arc::from(""),
@@ -503,7 +527,9 @@ impl Engine {
             "/meta/subscribe" => self.subscribe(msg, found).map(|(r, s)| (Some(r), s)),
             "/meta/unsubscribe" => self.unsubscribe(msg, found).map(|(r, s)| (Some(r), s)),
             "/meta/disconnect" => self.disconnect(msg, found).map(|(r, s)| (Some(r), s)),
-            _ => self.publish_remote(msg, found).map(|(r, s)| (Some(r), s)),
+            _ => self
+                .publish_remote(msg, found, now)
+                .map(|(r, s)| (Some(r), s)),
         };
         match result {
             Ok((r, s)) => (r, Some(s)),
@@ -860,6 +886,7 @@ impl Engine {
         &self,
         msg: &Message,
         found: Option<Arc<Session>>,
+        now: Instant,
     ) -> Result<(Reply, Arc<Session>), Failure> {
         let name = msg.channel.as_deref().unwrap_or_default();
         let channel = ChannelId::parse(name).map_err(|_| Failure::ChannelInvalid)?;
@@ -874,6 +901,21 @@ impl Engine {
                 Failure::PublishDenied,
                 Failure::PublishDenied,
             )?;
+        }
+        if channel.kind() == ChannelKind::Service {
+            match self
+                .inner
+                .calls
+                .start(&channel, msg.id.as_ref(), &data.0, &session, now)?
+            {
+                // The call is answered on its own; the publish itself is acknowledged below
+                // (the WebSocket client expects that reply to every message it sends).
+                Start::Called => {
+                    let r = Reply::new(Some(name), msg.id.clone(), true);
+                    return Ok((r, session));
+                }
+                Start::NoHandler => {}
+            }
         }
         let exclude = (!self.inner.config.broadcast_to_publisher).then(|| session.key());
         self.route(
@@ -1018,6 +1060,11 @@ impl Engine {
             });
             return Ok(());
         }
+        self.offer_to(s, framed)
+    }
+
+    /// Queues `framed` for a remote session, counting it and applying the overflow policy.
+    fn offer_to(&self, s: &Arc<Session>, framed: &Framed) -> Result<(), Error> {
         let offer = s.offer(framed);
         if offer.queued() {
             self.inner.stats.deliveries.fetch_add(1, Ordering::Relaxed);
@@ -1145,7 +1192,11 @@ impl Engine {
 
     /// Removes the remote sessions that have expired by `now` (see [`Session`] for the liveness
     /// rule): a session holding a connect never expires. Returns how many were removed.
+    ///
+    /// It also times out the remote calls whose deadline has passed
+    /// ([`Engine::expire_remote_calls`]), so a transport's sweeper drives both.
     pub fn sweep(&self, now: Instant) -> usize {
+        self.expire_remote_calls(now);
         let expired: Vec<Arc<Session>> = self
             .inner
             .sessions
@@ -1157,6 +1208,81 @@ impl Engine {
             .iter()
             .filter(|s| self.end_session(s, RemoveReason::Expired, Some(now)))
             .count()
+    }
+
+    /// Registers the handler of remote calls on `channel` (a concrete `/service/**` channel),
+    /// replacing any previous one. A call not answered within `timeout` is answered with
+    /// `408::remote_call_timeout` at the first [`Engine::sweep`] after its deadline.
+    ///
+    /// The handler owns its channel: messages to it no longer reach local sessions subscribed
+    /// to it. It runs on the thread handling the request, so it must not block: answer later
+    /// from another thread or task with the [`Responder`] it is given.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use bayeux_core::{decode_batch, Engine, EngineConfig, RequestContext, TransportKind};
+    ///
+    /// let engine = Engine::new(EngineConfig::default());
+    /// engine
+    ///     .on_remote_call("/service/echo", Duration::from_secs(5), |call, responder| {
+    ///         // Answer now, or move the responder to a task and answer later.
+    ///         responder.success(call.data());
+    ///     })
+    ///     .unwrap();
+    ///
+    /// let ctx = RequestContext::new(TransportKind::WebSocket);
+    /// let now = Instant::now();
+    /// let hs = decode_batch(br#"{"channel":"/meta/handshake","version":"1.0"}"#,
+    ///     &Default::default()).unwrap();
+    /// let out = engine.handle_batch(&ctx, hs, now);
+    /// let session = out.session.unwrap();
+    /// let call = format!(r#"{{"channel":"/service/echo","id":"7","clientId":"{}","data":[1]}}"#,
+    ///     session.id().as_str());
+    /// engine.handle_batch(&ctx, decode_batch(call.as_bytes(), &Default::default()).unwrap(), now);
+    /// // The answer waits in the caller's queue, for its transport to write.
+    /// let answer = &session.take_messages()[0];
+    /// assert_eq!(answer.object(),
+    ///     br#"{"channel":"/service/echo","id":"7","successful":true,"data":[1]}"#);
+    /// ```
+    pub fn on_remote_call(
+        &self,
+        channel: &str,
+        timeout: Duration,
+        handler: impl Fn(RemoteCall, Responder) + Send + Sync + 'static,
+    ) -> Result<(), Error> {
+        let channel = ChannelId::parse(channel)?;
+        if channel.kind() != ChannelKind::Service {
+            return Err(Error::InvalidChannel(format!(
+                "{}: remote calls are made on /service/** channels",
+                channel.as_str()
+            )));
+        }
+        self.inner
+            .calls
+            .register(&channel, timeout, Arc::new(handler));
+        Ok(())
+    }
+
+    /// Removes the remote-call handler of `channel`; calls already made can still be answered.
+    /// Returns whether there was one.
+    pub fn remove_remote_call(&self, channel: &str) -> bool {
+        ChannelId::parse(channel).is_ok_and(|c| self.inner.calls.unregister(&c))
+    }
+
+    /// Whether a remote-call handler is registered for `channel`.
+    pub fn has_remote_call(&self, channel: &ChannelId) -> bool {
+        self.inner.calls.has_handler(channel)
+    }
+
+    /// Remote calls waiting for their answer.
+    pub fn pending_remote_calls(&self) -> usize {
+        self.inner.calls.pending()
+    }
+
+    /// Answers with `408::remote_call_timeout` every remote call whose deadline is at or before
+    /// `now`. Returns how many timed out. [`Engine::sweep`] calls it.
+    pub fn expire_remote_calls(&self, now: Instant) -> usize {
+        self.inner.calls.expire(now)
     }
 
     /// Ends every session (server shutdown): held connects wake with [`Wake::Closed`].

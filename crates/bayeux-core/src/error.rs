@@ -100,6 +100,16 @@ pub enum Failure {
     TooManySessions,
     /// `400::data_missing`: a publish without `data`.
     DataMissing,
+    /// `400::remote_call_id_missing`: a message to a remote-call channel without an `id`, to
+    /// which no answer could be matched.
+    RemoteCallIdMissing,
+    /// `503::too_many_remote_calls`: the caller (or the whole engine) has as many remote calls
+    /// waiting for an answer as allowed.
+    TooManyRemoteCalls,
+    /// `408::remote_call_timeout`: the handler did not answer within its timeout.
+    RemoteCallTimeout,
+    /// `500::remote_call_unanswered`: the handler dropped its responder without answering.
+    RemoteCallUnanswered,
 }
 
 impl Failure {
@@ -122,6 +132,10 @@ impl Failure {
             Failure::ConnectionTypeUnsupported => "400::connection_type_unsupported".into(),
             Failure::TooManySessions => "503::too_many_sessions".into(),
             Failure::DataMissing => "400::data_missing".into(),
+            Failure::RemoteCallIdMissing => "400::remote_call_id_missing".into(),
+            Failure::TooManyRemoteCalls => "503::too_many_remote_calls".into(),
+            Failure::RemoteCallTimeout => "408::remote_call_timeout".into(),
+            Failure::RemoteCallUnanswered => "500::remote_call_unanswered".into(),
         }
     }
 

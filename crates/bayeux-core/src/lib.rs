@@ -31,6 +31,7 @@ pub mod codec;
 pub mod engine;
 pub mod error;
 pub mod ext;
+pub mod remote;
 pub mod router;
 pub mod session;
 
@@ -44,6 +45,7 @@ pub use error::{Error, Failure, Reconnect};
 pub use ext::{
     AckExtension, Decision, Extension, Listener, RequestContext, SecurityPolicy, TimesyncExtension,
 };
+pub use remote::{RemoteCall, RemoteCallHandler, Responder};
 pub use router::{Backplane, Router};
 pub use session::{
     ConnectionQuota, Delivery, LocalCallback, OverflowPolicy, RemoveReason, Session, SessionId,

@@ -10,6 +10,7 @@
 //! - [`security`]: the security policy;
 //! - [`listeners`]: engine listeners;
 //! - [`in_process`]: the in-process API;
+//! - [`remote_calls`]: remote calls to `/service/**` handlers;
 //! - [`bad_input`]: what the engine does with requests it cannot use.
 //!
 //! The harness (`Transcript`, the fake clock, `Recorder`) is `tests/common/mod.rs`, shared with
@@ -29,5 +30,6 @@ mod handshake;
 mod in_process;
 mod listeners;
 mod publish;
+mod remote_calls;
 mod security;
 mod subscribe;

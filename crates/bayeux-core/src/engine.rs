@@ -10,6 +10,7 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::authz::{AsyncSecurityPolicy, Authorized, Authorizer, Authorizers, Operation};
 use crate::channel::{ChannelId, ChannelKind, ChannelPattern};
 use crate::codec::{Advice, Framed, Limits, Message, MessageId, Raw, Reply};
 use crate::error::{Error, Failure, Reconnect};
@@ -210,6 +211,8 @@ struct Inner {
     router: Router,
     extensions: RwLock<Arc<Vec<Arc<dyn Extension>>>>,
     policy: RwLock<Option<Arc<dyn SecurityPolicy>>>,
+    async_policy: RwLock<Option<Arc<dyn AsyncSecurityPolicy>>>,
+    authorizers: Authorizers,
     listeners: RwLock<Arc<Vec<Arc<dyn Listener>>>>,
     stats: Arc<Stats>,
     /// Remote-call handlers and the calls waiting for an answer.
@@ -266,6 +269,18 @@ fn decide(
     }
 }
 
+/// A `/meta/handshake` travels alone: when a batch holds one, the other messages are ignored.
+fn only_handshake(batch: Vec<Message>) -> Vec<Message> {
+    match batch
+        .iter()
+        .position(|m| m.channel.as_deref() == Some("/meta/handshake"))
+    {
+        Some(0) if batch.len() == 1 => batch,
+        Some(i) => batch.into_iter().skip(i).take(1).collect(),
+        None => batch,
+    }
+}
+
 fn valid_id(id: &MessageId) -> bool {
     let s = id.as_str();
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -301,6 +316,8 @@ impl Engine {
                 router: Router::default(),
                 extensions: RwLock::new(Arc::new(Vec::new())),
                 policy: RwLock::new(None),
+                async_policy: RwLock::new(None),
+                authorizers: Authorizers::default(),
                 listeners: RwLock::new(Arc::new(Vec::new())),
                 stats: Arc::new(Stats::default()),
             }),
@@ -343,6 +360,27 @@ impl Engine {
     /// Sets the security policy.
     pub fn set_security_policy(&self, policy: Arc<dyn SecurityPolicy>) {
         *self.inner.policy.write() = Some(policy);
+    }
+
+    /// Sets the asynchronous security policy (see [`AsyncSecurityPolicy`]). Transports run it
+    /// through [`Engine::authorize`]; batches handled without it ([`Engine::handle_batch`])
+    /// are then refused every handshake, subscribe and publish
+    /// (`async_policy_not_consulted`): a policy that is installed is never skipped.
+    pub fn set_async_security_policy(&self, policy: Arc<dyn AsyncSecurityPolicy>) {
+        *self.inner.async_policy.write() = Some(policy);
+    }
+
+    /// Attaches an authorizer to a channel or a wildcard pattern (see [`crate::authz`]).
+    pub fn add_authorizer(&self, on: &str, authorizer: Arc<dyn Authorizer>) -> Result<(), Error> {
+        let on = ChannelPattern::parse(on)?;
+        self.inner.authorizers.add(&on, authorizer);
+        Ok(())
+    }
+
+    /// Detaches an authorizer (the same `Arc`) from a channel or pattern. Returns whether it was
+    /// attached there.
+    pub fn remove_authorizer(&self, on: &str, authorizer: &Arc<dyn Authorizer>) -> bool {
+        ChannelPattern::parse(on).is_ok_and(|on| self.inner.authorizers.remove(&on, authorizer))
     }
 
     /// Registers a listener.
@@ -459,17 +497,97 @@ impl Engine {
     /// A `/meta/handshake` travels alone: when a batch holds one, the other messages are ignored
     /// (Bayeux 1.0, 4.1.1). At most one connect per batch is held; a second one in the same batch
     /// supersedes the first.
+    ///
+    /// With an [`AsyncSecurityPolicy`] installed, use [`Engine::authorize`] and
+    /// [`Engine::handle_authorized`] instead: here its checks fail closed.
     pub fn handle_batch(&self, ctx: &RequestContext, batch: Vec<Message>, now: Instant) -> Outcome {
+        self.handle_authorized(
+            ctx,
+            Authorized {
+                batch,
+                decisions: Vec::new(),
+            },
+            now,
+        )
+    }
+
+    /// Runs the asynchronous security policy on a batch (concurrently with other requests: it
+    /// never blocks the runtime), for [`Engine::handle_authorized`]. Without a policy it is
+    /// ready at once and allocates nothing.
+    pub fn authorize<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        batch: Vec<Message>,
+    ) -> impl std::future::Future<Output = Authorized> + Send + 'a {
+        let policy = self.inner.async_policy.read().clone();
+        async move {
+            let batch = only_handshake(batch);
+            let Some(policy) = policy else {
+                return Authorized {
+                    batch,
+                    decisions: Vec::new(),
+                };
+            };
+            let mut decisions = Vec::with_capacity(batch.len());
+            for msg in &batch {
+                decisions.push(self.ask_async(&*policy, ctx, msg).await);
+            }
+            Authorized { batch, decisions }
+        }
+    }
+
+    /// The asynchronous policy's decision on one message, when one applies.
+    async fn ask_async(
+        &self,
+        policy: &dyn AsyncSecurityPolicy,
+        ctx: &RequestContext,
+        msg: &Message,
+    ) -> Option<Decision> {
+        let channel = msg.channel.as_deref()?;
+        if channel == "/meta/handshake" {
+            return Some(policy.can_handshake(ctx, msg).await);
+        }
+        let session = self.find_session(ctx, msg).ok()?;
+        match channel {
+            "/meta/subscribe" => {
+                let patterns = self.parse_subscription(msg).ok()?;
+                for p in &patterns {
+                    let d = policy.can_subscribe(&session, p, msg).await;
+                    if d != Decision::Allow {
+                        return Some(d);
+                    }
+                }
+                Some(Decision::Allow)
+            }
+            c if c.starts_with("/meta/") => None,
+            c => {
+                let id = ChannelId::parse(c).ok()?;
+                Some(policy.can_publish(&session, &id, msg).await)
+            }
+        }
+    }
+
+    /// Handles a batch whose asynchronous checks have run ([`Engine::authorize`]); otherwise
+    /// as [`Engine::handle_batch`].
+    pub fn handle_authorized(
+        &self,
+        ctx: &RequestContext,
+        authorized: Authorized,
+        now: Instant,
+    ) -> Outcome {
         let mut out = Outcome::default();
-        let handshake_at = batch
-            .iter()
-            .position(|m| m.channel.as_deref() == Some("/meta/handshake"));
-        let batch: Vec<Message> = match handshake_at {
-            Some(i) => batch.into_iter().skip(i).take(1).collect(),
-            None => batch,
-        };
+        let Authorized { batch, decisions } = authorized;
+        let batch = only_handshake(batch);
+        let mut decisions = decisions.into_iter();
+        let async_policy = self.inner.async_policy.read().is_some();
         let extensions = self.extensions();
         for mut msg in batch {
+            let pre = decisions.next().flatten();
+            // A batch the policy did not see, or a message it was not asked about (one with no
+            // live session, refused below anyway), fails closed.
+            let pre = async_policy.then(|| {
+                pre.unwrap_or_else(|| Decision::Deny("async_policy_not_consulted".into()))
+            });
             self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
             // The one lookup of the message's session; hearing from a client keeps its session
             // alive, whatever the message (CometD's `cancelExpiration`).
@@ -485,7 +603,7 @@ impl Engine {
                 out.replies.push(reply.encode());
                 continue;
             }
-            let (reply, session) = self.handle_one(ctx, &msg, session, now, &mut out);
+            let (reply, session) = self.handle_one(ctx, &msg, session, pre, now, &mut out);
             if let Some(mut reply) = reply {
                 for e in extensions.iter() {
                     e.outgoing(session.as_ref(), &msg, &mut reply);
@@ -504,6 +622,7 @@ impl Engine {
         ctx: &RequestContext,
         msg: &Message,
         found: Option<Arc<Session>>,
+        pre: Option<Decision>,
         now: Instant,
         out: &mut Outcome,
     ) -> (Option<Reply>, Option<Arc<Session>>) {
@@ -519,16 +638,16 @@ impl Engine {
             );
         }
         let result = match channel {
-            "/meta/handshake" => self.handshake(ctx, msg, now).map(|(r, s)| {
+            "/meta/handshake" => self.handshake(ctx, msg, pre, now).map(|(r, s)| {
                 out.handshake = true;
                 (Some(r), s)
             }),
             "/meta/connect" => self.connect(ctx, msg, found, now, out),
-            "/meta/subscribe" => self.subscribe(msg, found).map(|(r, s)| (Some(r), s)),
+            "/meta/subscribe" => self.subscribe(msg, found, pre).map(|(r, s)| (Some(r), s)),
             "/meta/unsubscribe" => self.unsubscribe(msg, found).map(|(r, s)| (Some(r), s)),
             "/meta/disconnect" => self.disconnect(msg, found).map(|(r, s)| (Some(r), s)),
             _ => self
-                .publish_remote(msg, found, now)
+                .publish_remote(msg, found, pre, now)
                 .map(|(r, s)| (Some(r), s)),
         };
         match result {
@@ -541,6 +660,7 @@ impl Engine {
         &self,
         ctx: &RequestContext,
         msg: &Message,
+        pre: Option<Decision>,
         now: Instant,
     ) -> Result<(Reply, Arc<Session>), Failure> {
         let c = &self.inner.config;
@@ -579,6 +699,9 @@ impl Engine {
                 Failure::HandshakeDenied,
                 Failure::Unauthorized,
             )?;
+        }
+        if let Some(d) = pre {
+            decide(d, Failure::HandshakeDenied, Failure::Unauthorized)?;
         }
         if let Some(quota) = &ctx.connection
             && !quota.take()
@@ -777,6 +900,7 @@ impl Engine {
         &self,
         msg: &Message,
         found: Option<Arc<Session>>,
+        pre: Option<Decision>,
     ) -> Result<(Reply, Arc<Session>), Failure> {
         let session = found.ok_or(Failure::SessionUnknown)?;
         let patterns = self.parse_subscription(msg)?;
@@ -791,6 +915,22 @@ impl Engine {
                     Failure::SubscribeDenied,
                     Failure::SubscribeDenied,
                 )?;
+            }
+        }
+        if let Some(d) = pre {
+            decide(d, Failure::SubscribeDenied, Failure::SubscribeDenied)?;
+        }
+        let authorizers = &self.inner.authorizers;
+        if !authorizers.is_empty() {
+            for p in &patterns {
+                if !self.inner.router.has_entry(p.as_str()) {
+                    authorizers
+                        .decide(Operation::Create, p, &session, msg)
+                        .map_err(Failure::CreateDenied)?;
+                }
+                authorizers
+                    .decide(Operation::Subscribe, p, &session, msg)
+                    .map_err(Failure::SubscribeDenied)?;
             }
         }
         // Remote subscriptions to /service/** are accepted but never recorded: service messages
@@ -886,6 +1026,7 @@ impl Engine {
         &self,
         msg: &Message,
         found: Option<Arc<Session>>,
+        pre: Option<Decision>,
         now: Instant,
     ) -> Result<(Reply, Arc<Session>), Failure> {
         let name = msg.channel.as_deref().unwrap_or_default();
@@ -901,6 +1042,22 @@ impl Engine {
                 Failure::PublishDenied,
                 Failure::PublishDenied,
             )?;
+        }
+        if let Some(d) = pre {
+            decide(d, Failure::PublishDenied, Failure::PublishDenied)?;
+        }
+        let authorizers = &self.inner.authorizers;
+        if !authorizers.is_empty() {
+            let target =
+                ChannelPattern::parse(channel.as_str()).map_err(|_| Failure::ChannelInvalid)?;
+            if !self.inner.router.has_entry(channel.as_str()) {
+                authorizers
+                    .decide(Operation::Create, &target, &session, msg)
+                    .map_err(Failure::CreateDenied)?;
+            }
+            authorizers
+                .decide(Operation::Publish, &target, &session, msg)
+                .map_err(Failure::PublishDenied)?;
         }
         if channel.kind() == ChannelKind::Service {
             match self

@@ -88,6 +88,8 @@ pub enum Failure {
     SubscribeDenied(String),
     /// `403:<reason>:publish_denied`.
     PublishDenied(String),
+    /// `403:<reason>:create_denied`: an authorizer refused to bring the channel into existence.
+    CreateDenied(String),
     /// `403::<message>`: refused by the security policy in the application's own words.
     Forbidden(String),
     /// `404::message_deleted`: an extension dropped the message.
@@ -126,6 +128,7 @@ impl Failure {
             Failure::SubscriptionInvalid => "403::subscription_invalid".into(),
             Failure::SubscribeDenied(r) => format!("403:{r}:subscribe_denied"),
             Failure::PublishDenied(r) => format!("403:{r}:publish_denied"),
+            Failure::CreateDenied(r) => format!("403:{r}:create_denied"),
             Failure::Forbidden(m) => format!("403::{m}"),
             Failure::MessageDeleted => "404::message_deleted".into(),
             Failure::VersionUnsupported => "400::version_unsupported".into(),

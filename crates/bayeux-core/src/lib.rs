@@ -26,6 +26,7 @@
 //! # let _ = Instant::now();
 //! ```
 
+pub mod authz;
 pub mod channel;
 pub mod codec;
 pub mod engine;
@@ -35,6 +36,10 @@ pub mod remote;
 pub mod router;
 pub mod session;
 
+pub use authz::{
+    AsyncSecurityPolicy, Authorization, Authorized, Authorizer, DecisionFuture, GrantAuthorizer,
+    Operation,
+};
 pub use channel::{ChannelId, ChannelKind, ChannelPattern, Wildcard};
 pub use codec::{
     Advice, AdviceIn, Framed, Limits, Message, MessageId, Raw, Reply, Subscription, decode_batch,

@@ -178,6 +178,11 @@ impl Router {
         removed
     }
 
+    /// Whether some session is subscribed to exactly `name` (a channel or a pattern).
+    pub fn has_entry(&self, name: &str) -> bool {
+        self.table.contains_key(name)
+    }
+
     /// Number of distinct subscribed names (channels and patterns).
     pub fn len(&self) -> usize {
         self.table.len()

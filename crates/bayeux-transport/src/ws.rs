@@ -293,7 +293,8 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
                             match decode_batch(t.as_bytes(), &limits) {
                                 Ok(batch) => {
                                     shared.metrics.add_in(batch.len());
-                                    let mut outcome = engine.handle_batch(&ctx, batch, Instant::now());
+                                    let batch = engine.authorize(&ctx, batch).await;
+                                    let mut outcome = engine.handle_authorized(&ctx, batch, Instant::now());
                                     if let Some(s) = outcome.session.take() && !s.is_closed() {
                                         session = Some(s);
                                     }

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::authz::{AsyncSecurityPolicy, Authorized, Authorizer, Authorizers, Operation};
 use crate::channel::{ChannelId, ChannelKind, ChannelPattern};
+use crate::channels::{Change, ChannelHandle, ChannelSettings, Channels};
 use crate::codec::{Advice, Framed, Limits, Message, MessageId, Raw, Reply};
 use crate::error::{Error, Failure, Reconnect};
 use crate::ext::{Decision, Extension, Listener, RequestContext, SecurityPolicy};
@@ -67,6 +68,10 @@ pub struct EngineConfig {
     pub max_remote_calls: usize,
     /// Remote calls one session may have waiting for their answer.
     pub max_remote_calls_per_session: usize,
+    /// How long messages of lazy channels may wait for a non-lazy message, ms (CometD's
+    /// `maxLazyTimeout`). Checked by [`Engine::sweep`], so they wait up to one sweep period
+    /// longer.
+    pub max_lazy_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -94,6 +99,7 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             max_remote_calls: 10_000,
             max_remote_calls_per_session: 64,
+            max_lazy_ms: 5000,
         }
     }
 }
@@ -217,6 +223,8 @@ struct Inner {
     stats: Arc<Stats>,
     /// Remote-call handlers and the calls waiting for an answer.
     calls: Arc<Calls>,
+    /// Live channels: settings and per-channel listeners.
+    channels: Arc<Channels>,
 }
 
 /// The Bayeux engine. Cheap to clone; all clones share state.
@@ -318,6 +326,7 @@ impl Engine {
                 policy: RwLock::new(None),
                 async_policy: RwLock::new(None),
                 authorizers: Authorizers::default(),
+                channels: Arc::new(Channels::default()),
                 listeners: RwLock::new(Arc::new(Vec::new())),
                 stats: Arc::new(Stats::default()),
             }),
@@ -968,9 +977,22 @@ impl Engine {
             self.inner.config.max_subscription_bytes,
             |p| {
                 added += 1;
+                // The channel exists (initialized) before anything is routed to it.
+                let (channel, created) = self.inner.channels.ensure(p, false, |_| {});
+                self.inner.channels.unpin(p.as_str());
                 self.inner.router.subscribe(p, session);
+                if created {
+                    for l in listeners.iter() {
+                        l.channel_added(channel.name());
+                    }
+                }
                 for l in listeners.iter() {
                     l.subscribed(session, p);
+                }
+                if let Some(ls) = self.inner.channels.subscription_listeners(p.as_str()) {
+                    for l in ls.iter() {
+                        l(session, p, true);
+                    }
                 }
             },
         )?;
@@ -990,9 +1012,22 @@ impl Engine {
         pattern: &ChannelPattern,
         listeners: &[Arc<dyn Listener>],
     ) {
-        self.inner.router.unsubscribe(pattern, session.key());
+        let (_, gone) = self
+            .inner
+            .router
+            .unsubscribe_reporting(pattern, session.key());
         for l in listeners {
             l.unsubscribed(session, pattern);
+        }
+        if let Some(ls) = self.inner.channels.subscription_listeners(pattern.as_str()) {
+            for l in ls.iter() {
+                l(session, pattern, false);
+            }
+        }
+        if gone && let Change::Removed(name) = self.inner.channels.released(pattern) {
+            for l in listeners {
+                l.channel_removed(&name);
+            }
         }
     }
 
@@ -1074,25 +1109,21 @@ impl Engine {
                 Start::NoHandler => {}
             }
         }
-        let exclude = (!self.inner.config.broadcast_to_publisher).then(|| session.key());
-        self.route(
-            &Delivery {
-                channel: &channel,
-                data: &data.0,
-                ext: msg.ext.as_ref().map(|e| &*e.0),
-                sender: Some(session.id()),
-                id: msg.id.as_ref(),
-            },
-            exclude,
-        );
+        self.route_hooked(
+            Some(&session),
+            &channel,
+            &data.0,
+            msg.ext.as_ref().map(|e| &*e.0),
+            msg.id.as_ref(),
+        )?;
         let r = Reply::new(Some(name), msg.id.clone(), true);
         Ok((r, session))
     }
 
     /// Publishes through the router (which serializes once, fans out and hands broadcasts to the
     /// backplane), then applies what the fan-out reported.
-    fn route(&self, delivery: &Delivery<'_>, exclude: Option<u64>) -> usize {
-        let fan_out = self.inner.router.publish(delivery, exclude);
+    fn route(&self, delivery: &Delivery<'_>, exclude: Option<u64>, lazy: bool) -> usize {
+        let fan_out = self.inner.router.publish(delivery, exclude, lazy);
         let count = self.account(fan_out);
         if delivery.channel.kind() == ChannelKind::Broadcast {
             for l in self.listeners().iter() {
@@ -1100,6 +1131,45 @@ impl Engine {
             }
         }
         count
+    }
+
+    /// Publishes through the channel's hooks: its message listeners (which may change the data
+    /// or veto the message, once, before it is serialized) and its settings (lazy, broadcast to
+    /// publisher), then [`Engine::route`]. Returns the number of recipients.
+    fn route_hooked(
+        &self,
+        from: Option<&Arc<Session>>,
+        channel: &ChannelId,
+        data: &RawValue,
+        ext: Option<&RawValue>,
+        id: Option<&MessageId>,
+    ) -> Result<usize, Failure> {
+        let listeners = self.inner.channels.message_listeners(channel);
+        let changed = if listeners.is_empty() {
+            None
+        } else {
+            let mut owned = Raw(data.to_owned());
+            for l in &listeners {
+                if !l(from, channel, &mut owned) {
+                    return Err(Failure::MessageDeleted);
+                }
+            }
+            Some(owned)
+        };
+        let data = changed.as_ref().map_or(data, |r| &*r.0);
+        let settings = self.inner.channels.settings(channel).unwrap_or_default();
+        let to_publisher = settings
+            .broadcast_to_publisher
+            .unwrap_or(self.inner.config.broadcast_to_publisher);
+        let exclude = from.filter(|_| !to_publisher).map(|s| s.key());
+        let delivery = Delivery {
+            channel,
+            data,
+            ext,
+            sender: from.map(|s| s.id()),
+            id,
+        };
+        Ok(self.route(&delivery, exclude, settings.lazy))
     }
 
     /// Counts a fan-out's deliveries and applies the overflow policy to the sessions it
@@ -1137,15 +1207,11 @@ impl Engine {
 
     /// Publishes `data` (JSON) on a broadcast or service channel from the server. Returns the
     /// number of local recipients.
+    ///
+    /// The channel's message listeners run first: a vetoed message reaches nobody (0).
     pub fn publish(&self, channel: &ChannelId, data: &RawValue) -> usize {
-        let delivery = Delivery {
-            channel,
-            data,
-            ext: None,
-            sender: None,
-            id: None,
-        };
-        self.route(&delivery, None)
+        self.route_hooked(None, channel, data, None, None)
+            .unwrap_or(0)
     }
 
     /// Publishes any serializable value on `channel`.
@@ -1185,7 +1251,17 @@ impl Engine {
             id: None,
         };
         let framed = Framed::delivery(channel.as_str(), data, ext);
-        self.account(self.inner.router.fan_out(&delivery, Some(&framed), None))
+        // The message listeners ran on the node it was published on; the settings are ours.
+        let lazy = self
+            .inner
+            .channels
+            .settings(channel)
+            .is_some_and(|s| s.lazy);
+        self.account(
+            self.inner
+                .router
+                .fan_out(&delivery, Some(&framed), None, lazy),
+        )
     }
 
     /// Delivers `data` on `channel` to one session, bypassing subscriptions.
@@ -1222,7 +1298,7 @@ impl Engine {
 
     /// Queues `framed` for a remote session, counting it and applying the overflow policy.
     fn offer_to(&self, s: &Arc<Session>, framed: &Framed) -> Result<(), Error> {
-        let offer = s.offer(framed);
+        let offer = s.offer(framed, false);
         if offer.queued() {
             self.inner.stats.deliveries.fetch_add(1, Ordering::Relaxed);
         }
@@ -1354,6 +1430,13 @@ impl Engine {
     /// ([`Engine::expire_remote_calls`]), so a transport's sweeper drives both.
     pub fn sweep(&self, now: Instant) -> usize {
         self.expire_remote_calls(now);
+        // Lazy messages that waited long enough wake their connections.
+        let max_lazy = Duration::from_millis(self.inner.config.max_lazy_ms);
+        for e in self.inner.sessions.iter() {
+            if !e.value().is_local() {
+                e.value().flush_lazy(now, max_lazy);
+            }
+        }
         let expired: Vec<Arc<Session>> = self
             .inner
             .sessions
@@ -1365,6 +1448,59 @@ impl Engine {
             .iter()
             .filter(|s| self.end_session(s, RemoveReason::Expired, Some(now)))
             .count()
+    }
+
+    /// Adds a channel initializer: it sets the settings of every channel created from now on,
+    /// before the channel can be used (see [`crate::channels`]).
+    pub fn add_channel_initializer(
+        &self,
+        initializer: impl Fn(&ChannelPattern, &mut ChannelSettings) + Send + Sync + 'static,
+    ) {
+        self.inner.channels.add_initializer(Arc::new(initializer));
+    }
+
+    /// Creates a channel (or pattern) from the server side, running the initializers and then
+    /// `configure`; returns the existing one, unchanged, if it is live. A channel created this
+    /// way lives until [`Engine::remove_channel`], or until its last subscriber leaves if it
+    /// is not persistent.
+    pub fn create_channel(
+        &self,
+        name: &str,
+        configure: impl FnOnce(&mut ChannelSettings),
+    ) -> Result<ChannelHandle, Error> {
+        let name = ChannelPattern::parse(name)?;
+        let (handle, created) = self.inner.channels.ensure(&name, true, configure);
+        if created {
+            for l in self.listeners().iter() {
+                l.channel_added(&name);
+            }
+        }
+        Ok(handle)
+    }
+
+    /// The live channel (or pattern) `name`.
+    pub fn channel(&self, name: &str) -> Option<ChannelHandle> {
+        self.inner.channels.handle(name)
+    }
+
+    /// Ends a channel whatever its settings; its subscribers stay subscribed (a later
+    /// subscription creates it again). Returns whether it was live.
+    pub fn remove_channel(&self, name: &str) -> bool {
+        match self.inner.channels.remove(name) {
+            Some(name) => {
+                for l in self.listeners().iter() {
+                    l.channel_removed(&name);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Number of live channels (names and patterns subscribed to, and channels the server
+    /// created).
+    pub fn live_channels(&self) -> usize {
+        self.inner.channels.len()
     }
 
     /// Registers the handler of remote calls on `channel` (a concrete `/service/**` channel),
@@ -1498,17 +1634,12 @@ impl LocalSession {
     }
 
     /// Publishes as this session (it receives its own broadcast only if
-    /// `broadcast_to_publisher`).
+    /// `broadcast_to_publisher`, or the channel's own setting). The channel's message listeners
+    /// run first: a vetoed message reaches nobody (0).
     pub fn publish(&self, channel: &ChannelId, data: &RawValue) -> usize {
-        let exclude = (!self.engine.config().broadcast_to_publisher).then(|| self.session.key());
-        let delivery = Delivery {
-            channel,
-            data,
-            ext: None,
-            sender: Some(self.session.id()),
-            id: None,
-        };
-        self.engine.route(&delivery, exclude)
+        self.engine
+            .route_hooked(Some(&self.session), channel, data, None, None)
+            .unwrap_or(0)
     }
 
     /// Ends the session.

@@ -28,6 +28,7 @@
 
 pub mod authz;
 pub mod channel;
+pub mod channels;
 pub mod codec;
 pub mod engine;
 pub mod error;
@@ -41,6 +42,9 @@ pub use authz::{
     Operation,
 };
 pub use channel::{ChannelId, ChannelKind, ChannelPattern, Wildcard};
+pub use channels::{
+    ChannelHandle, ChannelSettings, Initializer, MessageListener, SubscriptionListener,
+};
 pub use codec::{
     Advice, AdviceIn, Framed, Limits, Message, MessageId, Raw, Reply, Subscription, decode_batch,
     encode_batch, join_array,

@@ -11,6 +11,7 @@
 //! - [`listeners`]: engine listeners;
 //! - [`in_process`]: the in-process API;
 //! - [`remote_calls`]: remote calls to `/service/**` handlers;
+//! - [`channels`]: channel hooks and settings, lazy messages;
 //! - [`bad_input`]: what the engine does with requests it cannot use.
 //!
 //! The harness (`Transcript`, the fake clock, `Recorder`) is `tests/common/mod.rs`, shared with
@@ -22,6 +23,7 @@ mod support;
 
 mod bad_input;
 mod browsers;
+mod channels;
 mod connect;
 mod disconnect;
 mod expiry;

@@ -307,4 +307,22 @@ impl Channels {
             })
             .collect()
     }
+
+    /// The live channels after `after` (by name), at most `limit`, with their settings; and
+    /// whether more remain.
+    pub(crate) fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<(ChannelPattern, ChannelSettings)>, bool) {
+        let after = after.map(str::to_owned);
+        crate::introspect::smallest(
+            self.table
+                .iter()
+                .map(|e| (e.value().name.clone(), e.value().settings.read().clone())),
+            |(n, _)| n.as_str().to_owned(),
+            after.as_ref(),
+            limit,
+        )
+    }
 }

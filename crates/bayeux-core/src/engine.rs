@@ -16,6 +16,9 @@ use crate::channels::{Change, ChannelHandle, ChannelSettings, Channels};
 use crate::codec::{Advice, Framed, Limits, Message, MessageId, Raw, Reply};
 use crate::error::{Error, Failure, Reconnect};
 use crate::ext::{Decision, Extension, Listener, RequestContext, SecurityPolicy};
+use crate::introspect::{
+    ChannelInfo, ID_PREFIX_LEN, MAX_SUBSCRIPTIONS_LISTED, Page, SessionInfo, smallest,
+};
 use crate::remote::{Calls, RemoteCall, Responder, Start};
 use crate::router::{Backplane, FanOut, Router};
 use crate::session::{
@@ -1501,6 +1504,57 @@ impl Engine {
     /// created).
     pub fn live_channels(&self) -> usize {
         self.inner.channels.len()
+    }
+
+    /// One page of the sessions, by their internal sequence number, after `after` (see
+    /// [`crate::introspect`]). At most [`crate::introspect::MAX_PAGE`] items.
+    pub fn sessions_page(&self, after: Option<u64>, limit: usize) -> Page<SessionInfo, u64> {
+        let (sessions, more) = smallest(
+            self.inner.sessions.iter().map(|e| e.value().clone()),
+            |s| s.key(),
+            after.as_ref(),
+            limit,
+        );
+        let items: Vec<SessionInfo> = sessions
+            .iter()
+            .map(|s| {
+                let subs = s.subscriptions();
+                SessionInfo {
+                    key: s.key(),
+                    id_prefix: s.id().as_str().chars().take(ID_PREFIX_LEN).collect(),
+                    transport: s.transport().name(),
+                    principal: s.principal().map(str::to_owned),
+                    endpoint: s.endpoint().map(str::to_owned),
+                    subscription_count: subs.len(),
+                    subscriptions: subs
+                        .iter()
+                        .take(MAX_SUBSCRIPTIONS_LISTED)
+                        .map(|p| p.as_str().to_owned())
+                        .collect(),
+                    queue_depth: s.queue_len(),
+                    dropped: s.dropped(),
+                    held: s.is_held(),
+                }
+            })
+            .collect();
+        let next = more.then(|| items.last().map(|i| i.key)).flatten();
+        Page { items, next }
+    }
+
+    /// One page of the live channels, by name, after `after` (see [`crate::introspect`]).
+    pub fn channels_page(&self, after: Option<&str>, limit: usize) -> Page<ChannelInfo, String> {
+        let (channels, more) = self.inner.channels.page(after, limit);
+        let items: Vec<ChannelInfo> = channels
+            .into_iter()
+            .map(|(name, settings)| ChannelInfo {
+                subscribers: self.inner.router.subscribers_of(name.as_str()),
+                name: name.as_str().to_owned(),
+                persistent: settings.persistent,
+                lazy: settings.lazy,
+            })
+            .collect();
+        let next = more.then(|| items.last().map(|i| i.name.clone())).flatten();
+        Page { items, next }
     }
 
     /// Registers the handler of remote calls on `channel` (a concrete `/service/**` channel),

@@ -33,6 +33,7 @@ pub mod codec;
 pub mod engine;
 pub mod error;
 pub mod ext;
+pub mod introspect;
 pub mod remote;
 pub mod router;
 pub mod session;
@@ -54,6 +55,7 @@ pub use error::{Error, Failure, Reconnect};
 pub use ext::{
     AckExtension, Decision, Extension, Listener, RequestContext, SecurityPolicy, TimesyncExtension,
 };
+pub use introspect::{ChannelInfo, Page, SessionInfo};
 pub use remote::{RemoteCall, RemoteCallHandler, Responder};
 pub use router::{Backplane, Router};
 pub use session::{

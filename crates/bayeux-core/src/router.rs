@@ -191,6 +191,11 @@ impl Router {
         (removed, gone)
     }
 
+    /// Sessions subscribed to exactly `name` (a channel or a pattern).
+    pub fn subscribers_of(&self, name: &str) -> usize {
+        self.table.get(name).map_or(0, |e| e.sessions.read().len())
+    }
+
     /// Whether some session is subscribed to exactly `name` (a channel or a pattern).
     pub fn has_entry(&self, name: &str) -> bool {
         self.table.contains_key(name)

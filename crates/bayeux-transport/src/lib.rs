@@ -16,6 +16,7 @@ pub mod auth;
 pub mod config;
 mod conn;
 mod cookie;
+mod introspect;
 pub mod metrics;
 mod polling;
 mod server;
@@ -23,7 +24,7 @@ mod service;
 mod shared;
 mod ws;
 
-pub use config::{CookieConfig, Endpoint, Origins, SameSite, TransportConfig};
+pub use config::{CookieConfig, Endpoint, Introspection, Origins, SameSite, TransportConfig};
 pub use cookie::cookie_value;
 pub use metrics::Metrics;
 pub use server::serve;

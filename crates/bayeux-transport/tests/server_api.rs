@@ -103,3 +103,82 @@ async fn a_remote_call_answered_later_reaches_the_held_long_poll() {
     })
     .await;
 }
+
+async fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Resp {
+    let mut b = empty(http::Method::GET, addr, path);
+    if let Some(t) = token {
+        b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    send(addr, b.body(http_body_util::Full::default()).unwrap()).await
+}
+
+#[tokio::test]
+async fn introspection_is_off_by_default() {
+    bounded(async {
+        let s = Server::start(engine_config(10_000), TransportConfig::default()).await;
+        let r = get(s.addr, "/admin/bayeux/sessions", None).await;
+        assert_eq!(r.status, http::StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn introspection_lists_sessions_and_channels_in_pages_behind_its_token() {
+    bounded(async {
+        let config = TransportConfig {
+            introspection: Some(bayeux_transport::Introspection {
+                path: "/admin/bayeux".into(),
+                token: Some("s3cret".into()),
+            }),
+            ..TransportConfig::default()
+        };
+        let s = Server::start(engine_config(10_000), config).await;
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            let mut c = s.client();
+            c.handshake_and_connect().await;
+            c.subscribe(json!("/room/1")).await;
+            clients.push(c);
+        }
+        let r = get(s.addr, "/admin/bayeux/sessions", None).await;
+        assert_eq!(r.status, http::StatusCode::UNAUTHORIZED);
+        let r = get(s.addr, "/admin/bayeux/sessions", Some("wrong")).await;
+        assert_eq!(r.status, http::StatusCode::UNAUTHORIZED);
+        let r = get(s.addr, "/admin/bayeux/sessions?limit=2", Some("s3cret")).await;
+        assert_eq!(r.status, http::StatusCode::OK, "{}", r.text());
+        let page: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), 2);
+        assert_eq!(page["items"][0]["transport"], "long-polling");
+        assert_eq!(page["items"][0]["subscriptions"], json!(["/room/1"]));
+        let next = page["next"].as_u64().expect("a next cursor");
+        let r = get(
+            s.addr,
+            &format!("/admin/bayeux/sessions?limit=2&after={next}"),
+            Some("s3cret"),
+        )
+        .await;
+        let page: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), 1);
+        assert!(page["next"].is_null());
+        let r = get(s.addr, "/admin/bayeux/channels", Some("s3cret")).await;
+        let page: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            page["items"],
+            json!([{"name": "/room/1", "subscribers": 3, "persistent": false, "lazy": false}])
+        );
+        for bad in [
+            "/admin/bayeux/sessions?after=x",
+            "/admin/bayeux/sessions?limit=0",
+            "/admin/bayeux/sessions?what=1",
+        ] {
+            let r = get(s.addr, bad, Some("s3cret")).await;
+            assert_eq!(r.status, http::StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let r = get(s.addr, "/admin/bayeux/other", Some("s3cret")).await;
+        assert_eq!(r.status, http::StatusCode::NOT_FOUND);
+        // The Bayeux endpoint is unaffected.
+        let mut c = s.client();
+        assert_eq!(c.handshake().await["successful"], true);
+    })
+    .await;
+}

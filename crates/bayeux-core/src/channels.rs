@@ -49,6 +49,8 @@ use dashmap::DashMap;
 use parking_lot::RwLock;
 
 use crate::channel::{ChannelId, ChannelPattern};
+use serde_json::value::RawValue;
+
 use crate::codec::Raw;
 use crate::session::Session;
 
@@ -72,6 +74,25 @@ pub type Initializer = Arc<dyn Fn(&ChannelPattern, &mut ChannelSettings) + Send 
 pub type MessageListener =
     Arc<dyn Fn(Option<&Arc<Session>>, &ChannelId, &mut Raw) -> bool + Send + Sync>;
 
+/// What a recipient hook decides for one recipient.
+#[derive(Debug)]
+pub enum Recipient {
+    /// It gets the message as published (the shared serialized bytes).
+    Same,
+    /// It gets this data instead (serialized for it alone).
+    Replace(Raw),
+    /// It does not get the message.
+    Skip,
+}
+
+/// Sees the message once per recipient, and may change or withhold that recipient's copy.
+///
+/// This is the explicit opt-in to per-recipient work: on a channel with such a hook, a message
+/// is serialized again for every recipient whose copy is changed, and the hook runs once per
+/// recipient (the `recipient_hook` case of the `router_fanout` benchmark measures the cost).
+pub type RecipientHook =
+    Arc<dyn Fn(&Arc<Session>, &ChannelId, &RawValue) -> Recipient + Send + Sync>;
+
 /// Told when a session subscribes (`true`) to a channel or unsubscribes (`false`) from it.
 /// Runs while that session's subscriptions are locked: it must not subscribe or unsubscribe
 /// that session.
@@ -84,6 +105,7 @@ pub(crate) struct ChannelState {
     // Plain vectors: an empty one allocates nothing, and most channels have no listener.
     message_listeners: RwLock<Vec<MessageListener>>,
     subscription_listeners: RwLock<Vec<SubscriptionListener>>,
+    recipient_hooks: RwLock<Vec<RecipientHook>>,
     /// Created by the server and never subscribed: not removed by unsubscriptions.
     pinned: AtomicBool,
 }
@@ -136,6 +158,18 @@ impl ChannelHandle {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds a recipient hook: the opt-in to per-recipient copies (see [`RecipientHook`]).
+    /// On a wildcard pattern it applies to the channels the pattern matches.
+    pub fn add_recipient_hook(
+        &self,
+        hook: impl Fn(&Arc<Session>, &ChannelId, &RawValue) -> Recipient + Send + Sync + 'static,
+    ) {
+        self.state.recipient_hooks.write().push(Arc::new(hook));
+        self.channels
+            .recipient_hooks
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds a subscription listener.
     pub fn add_subscription_listener(
         &self,
@@ -162,6 +196,8 @@ pub(crate) struct Channels {
     /// Message listeners added so far (on any channel): publishing looks for them only when
     /// there are some.
     message_listeners: AtomicUsize,
+    /// Recipient hooks added so far, likewise.
+    recipient_hooks: AtomicUsize,
 }
 
 impl Channels {
@@ -214,6 +250,7 @@ impl Channels {
             settings: RwLock::new(settings),
             message_listeners: RwLock::new(Vec::new()),
             subscription_listeners: RwLock::new(Vec::new()),
+            recipient_hooks: RwLock::new(Vec::new()),
             pinned: AtomicBool::new(pin),
         });
         let mut created = false;
@@ -242,8 +279,7 @@ impl Channels {
         });
         match removed {
             Some((_, s)) => {
-                let n = s.message_listeners.read().len();
-                self.message_listeners.fetch_sub(n, Ordering::Relaxed);
+                self.forget_hooks(&s);
                 Change::Removed(name.clone())
             }
             None => Change::None,
@@ -254,8 +290,7 @@ impl Channels {
     /// later subscription creates it again).
     pub(crate) fn remove(&self, name: &str) -> Option<ChannelPattern> {
         self.table.remove(name).map(|(_, s)| {
-            let n = s.message_listeners.read().len();
-            self.message_listeners.fetch_sub(n, Ordering::Relaxed);
+            self.forget_hooks(&s);
             s.name.clone()
         })
     }
@@ -269,9 +304,7 @@ impl Channels {
 
     /// The settings of concrete channel `channel`, when it is live.
     pub(crate) fn settings(&self, channel: &ChannelId) -> Option<ChannelSettings> {
-        if self.table.is_empty() {
-            return None;
-        }
+        // One shard lookup (`is_empty` first would lock every shard).
         self.table
             .get(channel.as_str())
             .map(|s| s.settings.read().clone())
@@ -283,6 +316,29 @@ impl Channels {
             .get(name)
             .map(|s| s.subscription_listeners.read().clone())
             .filter(|v| !v.is_empty())
+    }
+
+    fn forget_hooks(&self, s: &ChannelState) {
+        let n = s.message_listeners.read().len();
+        self.message_listeners.fetch_sub(n, Ordering::Relaxed);
+        let n = s.recipient_hooks.read().len();
+        self.recipient_hooks.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// The recipient hooks of `channel` and of the live wildcard patterns that match it. Empty
+    /// (and no lookups) when no hook exists anywhere.
+    pub(crate) fn recipient_hooks(&self, channel: &ChannelId) -> Vec<RecipientHook> {
+        if self.recipient_hooks.load(Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
+        let mut names: Vec<String> = channel.wildcard_ancestors().collect();
+        names.reverse();
+        names.push(channel.as_str().to_owned());
+        names
+            .iter()
+            .filter_map(|n| self.table.get(n.as_str()))
+            .flat_map(|s| s.recipient_hooks.read().iter().cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     /// The message listeners of `channel` and of the live wildcard patterns that match it,

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::authz::{AsyncSecurityPolicy, Authorized, Authorizer, Authorizers, Operation};
 use crate::channel::{ChannelId, ChannelKind, ChannelPattern};
-use crate::channels::{Change, ChannelHandle, ChannelSettings, Channels};
+use crate::channels::{Change, ChannelHandle, ChannelSettings, Channels, Recipient};
 use crate::codec::{Advice, Framed, Limits, Message, MessageId, Raw, Reply};
 use crate::error::{Error, Failure, Reconnect};
 use crate::ext::{Decision, Extension, Listener, RequestContext, SecurityPolicy};
@@ -1172,7 +1172,79 @@ impl Engine {
             sender: from.map(|s| s.id()),
             id,
         };
+        let hooks = self.inner.channels.recipient_hooks(channel);
+        if !hooks.is_empty() && channel.kind() == ChannelKind::Broadcast {
+            let framed = Framed::delivery(channel.as_str(), data, ext);
+            if let Some(bp) = self.inner.router.backplane() {
+                bp.publish(channel, &framed);
+            }
+            let count =
+                self.fan_out_per_recipient(&delivery, &framed, exclude, settings.lazy, &hooks);
+            for l in self.listeners().iter() {
+                l.published(channel, count);
+            }
+            return Ok(count);
+        }
         Ok(self.route(&delivery, exclude, settings.lazy))
+    }
+
+    /// The opt-in slow path of a channel with recipient hooks: each recipient's copy is decided
+    /// by the hooks, and serialized again only when they change it.
+    fn fan_out_per_recipient(
+        &self,
+        delivery: &Delivery<'_>,
+        shared: &Framed,
+        exclude: Option<u64>,
+        lazy: bool,
+        hooks: &[crate::channels::RecipientHook],
+    ) -> usize {
+        let mut recipients: Vec<Arc<Session>> = Vec::new();
+        self.inner
+            .router
+            .for_each_subscriber(delivery.channel, |s| {
+                if Some(s.key()) != exclude {
+                    recipients.push(s.clone());
+                }
+            });
+        let mut fan = FanOut::default();
+        for s in &recipients {
+            let mut replaced: Option<Raw> = None;
+            let mut skip = false;
+            for h in hooks {
+                let current = replaced.as_ref().map_or(delivery.data, |r| &*r.0);
+                match h(s, delivery.channel, current) {
+                    Recipient::Same => {}
+                    Recipient::Replace(r) => replaced = Some(r),
+                    Recipient::Skip => {
+                        skip = true;
+                        break;
+                    }
+                }
+            }
+            if skip {
+                continue;
+            }
+            let data = replaced.as_ref().map_or(delivery.data, |r| &*r.0);
+            if let Some(cb) = s.local_callback() {
+                cb(&Delivery { data, ..*delivery });
+                fan.recipients += 1;
+                continue;
+            }
+            let own;
+            let framed = match &replaced {
+                Some(r) => {
+                    own = Framed::delivery(delivery.channel.as_str(), &r.0, delivery.ext);
+                    &own
+                }
+                None => shared,
+            };
+            let offer = s.offer(framed, lazy);
+            fan.recipients += usize::from(offer.queued());
+            if matches!(offer, Offer::DroppedOldest { .. } | Offer::Refused) {
+                fan.overflowed.push((s.clone(), offer));
+            }
+        }
+        self.account(fan)
     }
 
     /// Counts a fan-out's deliveries and applies the overflow policy to the sessions it
@@ -1260,6 +1332,10 @@ impl Engine {
             .channels
             .settings(channel)
             .is_some_and(|s| s.lazy);
+        let hooks = self.inner.channels.recipient_hooks(channel);
+        if !hooks.is_empty() {
+            return self.fan_out_per_recipient(&delivery, &framed, None, lazy, &hooks);
+        }
         self.account(
             self.inner
                 .router

@@ -44,7 +44,8 @@ pub use authz::{
 };
 pub use channel::{ChannelId, ChannelKind, ChannelPattern, Wildcard};
 pub use channels::{
-    ChannelHandle, ChannelSettings, Initializer, MessageListener, SubscriptionListener,
+    ChannelHandle, ChannelSettings, Initializer, MessageListener, Recipient, RecipientHook,
+    SubscriptionListener,
 };
 pub use codec::{
     Advice, AdviceIn, Framed, Limits, Message, MessageId, Raw, Reply, Subscription, decode_batch,

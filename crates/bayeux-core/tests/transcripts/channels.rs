@@ -248,3 +248,47 @@ fn lazy_messages_over_websocket_wait_for_the_writer_to_be_woken() {
     assert_eq!(s.take_messages().len(), 1);
     assert_eq!(s.poll_messages(&mut cx), Poll::Pending);
 }
+
+#[test]
+fn a_recipient_hook_is_the_opt_in_to_per_recipient_copies() {
+    use bayeux_core::Recipient;
+    let mut t = t();
+    let subs: Vec<String> = (0..3).map(|_| t.session(&ws())).collect();
+    for s in &subs {
+        t.subscribe(&ws(), s, json!("/feed/a"));
+    }
+    let (first, second) = (subs[0].clone(), subs[1].clone());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    t.engine
+        .create_channel("/feed/*", |_| {})
+        .unwrap()
+        .add_recipient_hook(move |session, _, data| {
+            c.fetch_add(1, Ordering::SeqCst);
+            if session.id().as_str() == first {
+                Recipient::Replace(
+                    Raw::from_json(&format!("{{\"for_you\":{}}}", data.get())).unwrap(),
+                )
+            } else if session.id().as_str() == second {
+                Recipient::Skip
+            } else {
+                Recipient::Same
+            }
+        });
+    assert_eq!(t.engine.publish_json("/feed/a", &7).unwrap(), 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "once per recipient");
+    let got: Vec<Vec<bayeux_core::Framed>> = subs
+        .iter()
+        .map(|s| t.engine.session(s).unwrap().take_messages())
+        .collect();
+    assert_eq!(
+        got[0][0].object(),
+        br#"{"channel":"/feed/a","data":{"for_you":7}}"#
+    );
+    assert!(got[1].is_empty());
+    assert_eq!(got[2][0].object(), br#"{"channel":"/feed/a","data":7}"#);
+    // Channels without hooks keep the shared path.
+    t.subscribe(&ws(), &subs[1], json!("/other"));
+    assert_eq!(t.engine.publish_json("/other", &1).unwrap(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}

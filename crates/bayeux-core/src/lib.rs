@@ -6,6 +6,11 @@
 //! a [`Hold`] ("answer when this session has messages or at this deadline"). Time is passed in;
 //! the transport crate owns sockets and timers.
 //!
+//! The server-side API CometD users build on: remote calls ([`remote`]), per-channel
+//! authorizers and an asynchronous security policy ([`authz`]), channel initializers,
+//! listeners, settings and lazy messages ([`channels`]), and paged introspection
+//! ([`introspect`]).
+//!
 //! What it does not do: HTTP, WebSocket, cookies, timers, threads. Those live in
 //! `bayeux-transport`.
 //!

@@ -16,6 +16,8 @@ pub mod auth;
 pub mod config;
 mod conn;
 mod cookie;
+mod h1;
+pub mod http1;
 mod introspect;
 pub mod metrics;
 mod polling;
@@ -23,6 +25,7 @@ mod server;
 mod service;
 mod shared;
 mod ws;
+pub mod wsframe;
 
 pub use config::{CookieConfig, Endpoint, Introspection, Origins, SameSite, TransportConfig};
 pub use cookie::cookie_value;

@@ -24,6 +24,8 @@ cargo run -q -p bayeux-core --example in_process > /dev/null
 
 step "interop: the official CometD JavaScript client (Node and headless Chromium)"
 cargo build -p bayeux-server
+# remote_calls.test.mjs runs this example (found beside the server binary).
+cargo build -p bayeux-transport --example remote_calls
 BAYEUX_SERVER_BIN="$PWD/target/debug/bayeux-server" bash tests/interop/run.sh
 
 step "scale-out: three nodes, Redis and nginx, with the CometD JavaScript client"

@@ -1,6 +1,8 @@
 //! Router fan-out to N sessions: one publish serialized once and queued to N remote sessions,
 //! then taken from their queues as the WebSocket writers do; and the same through the full
-//! inbound path (decode + handle_batch of a client's publish).
+//! inbound path (decode + handle_batch of a client's publish); and the cost of the opt-in
+//! per-recipient hook (a hook that keeps every copy, and one that changes every copy, which
+//! serializes once per recipient).
 
 #![allow(missing_docs)]
 
@@ -43,6 +45,32 @@ fn fanout(c: &mut Criterion) {
                 reached
             })
         });
+        for (case, replace) in [
+            ("recipient_hook_same", false),
+            ("recipient_hook_replace", true),
+        ] {
+            let hooked = common::engine();
+            let hooked_subs = subscribers(&hooked, n);
+            hooked
+                .create_channel(CHANNEL, |_| {})
+                .unwrap()
+                .add_recipient_hook(move |_, _, data| {
+                    if replace {
+                        bayeux_core::Recipient::Replace(bayeux_core::Raw(data.to_owned()))
+                    } else {
+                        bayeux_core::Recipient::Same
+                    }
+                });
+            g.bench_with_input(BenchmarkId::new(case, n), &n, |b, _| {
+                b.iter(|| {
+                    let reached = hooked.publish(black_box(&channel), black_box(&data));
+                    for s in &hooked_subs {
+                        black_box(s.take_messages());
+                    }
+                    reached
+                })
+            });
+        }
         // A client's publish: decode, validate, route, reply.
         let (pub_id, _publisher) = common::remote_session(&engine, TransportKind::WebSocket);
         let body = format!(

@@ -10,10 +10,16 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::authz::{AsyncSecurityPolicy, Authorized, Authorizer, Authorizers, Operation};
 use crate::channel::{ChannelId, ChannelKind, ChannelPattern};
+use crate::channels::{Change, ChannelHandle, ChannelSettings, Channels, Recipient};
 use crate::codec::{Advice, Framed, Limits, Message, MessageId, Raw, Reply};
 use crate::error::{Error, Failure, Reconnect};
 use crate::ext::{Decision, Extension, Listener, RequestContext, SecurityPolicy};
+use crate::introspect::{
+    ChannelInfo, ID_PREFIX_LEN, MAX_SUBSCRIPTIONS_LISTED, Page, SessionInfo, smallest,
+};
+use crate::remote::{Calls, RemoteCall, Responder, Start};
 use crate::router::{Backplane, FanOut, Router};
 use crate::session::{
     AttachError, ConnectStart, Delivery, LocalCallback, Offer, OverflowPolicy, Owner, RemoveReason,
@@ -60,6 +66,15 @@ pub struct EngineConfig {
     pub advertise_max_interval: bool,
     /// Codec limits.
     pub limits: Limits,
+    /// Remote calls waiting for their answer, in the whole engine; a call beyond it is refused
+    /// with `503::too_many_remote_calls`.
+    pub max_remote_calls: usize,
+    /// Remote calls one session may have waiting for their answer.
+    pub max_remote_calls_per_session: usize,
+    /// How long messages of lazy channels may wait for a non-lazy message, ms (CometD's
+    /// `maxLazyTimeout`). Checked by [`Engine::sweep`], so they wait up to one sweep period
+    /// longer.
+    pub max_lazy_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +100,9 @@ impl Default for EngineConfig {
             strict_browser: false,
             advertise_max_interval: false,
             limits: Limits::default(),
+            max_remote_calls: 10_000,
+            max_remote_calls_per_session: 64,
+            max_lazy_ms: 5000,
         }
     }
 }
@@ -202,8 +220,14 @@ struct Inner {
     router: Router,
     extensions: RwLock<Arc<Vec<Arc<dyn Extension>>>>,
     policy: RwLock<Option<Arc<dyn SecurityPolicy>>>,
+    async_policy: RwLock<Option<Arc<dyn AsyncSecurityPolicy>>>,
+    authorizers: Authorizers,
     listeners: RwLock<Arc<Vec<Arc<dyn Listener>>>>,
     stats: Arc<Stats>,
+    /// Remote-call handlers and the calls waiting for an answer.
+    calls: Arc<Calls>,
+    /// Live channels: settings and per-channel listeners.
+    channels: Arc<Channels>,
 }
 
 /// The Bayeux engine. Cheap to clone; all clones share state.
@@ -256,6 +280,18 @@ fn decide(
     }
 }
 
+/// A `/meta/handshake` travels alone: when a batch holds one, the other messages are ignored.
+fn only_handshake(batch: Vec<Message>) -> Vec<Message> {
+    match batch
+        .iter()
+        .position(|m| m.channel.as_deref() == Some("/meta/handshake"))
+    {
+        Some(0) if batch.len() == 1 => batch,
+        Some(i) => batch.into_iter().skip(i).take(1).collect(),
+        None => batch,
+    }
+}
+
 fn valid_id(id: &MessageId) -> bool {
     let s = id.as_str();
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -266,7 +302,21 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         let timing = Timing::of(&config);
         Engine {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
+                calls: {
+                    // Answers go through the engine (counters, overflow policy); the registry
+                    // holds it weakly, as the engine owns the registry.
+                    let weak = weak.clone();
+                    Arc::new(Calls::new(
+                        Arc::new(move |session: &Arc<Session>, reply: &Framed| {
+                            if let Some(inner) = weak.upgrade() {
+                                let _ = (Engine { inner }).offer_to(session, reply);
+                            }
+                        }),
+                        config.max_remote_calls,
+                        config.max_remote_calls_per_session,
+                    ))
+                },
                 browsers: Slots::new(config.max_sessions_per_browser),
                 endpoint_sessions: Slots::new(config.max_sessions),
                 no_endpoint: Arc::from(""),
@@ -277,6 +327,9 @@ impl Engine {
                 router: Router::default(),
                 extensions: RwLock::new(Arc::new(Vec::new())),
                 policy: RwLock::new(None),
+                async_policy: RwLock::new(None),
+                authorizers: Authorizers::default(),
+                channels: Arc::new(Channels::default()),
                 listeners: RwLock::new(Arc::new(Vec::new())),
                 stats: Arc::new(Stats::default()),
             }),
@@ -319,6 +372,27 @@ impl Engine {
     /// Sets the security policy.
     pub fn set_security_policy(&self, policy: Arc<dyn SecurityPolicy>) {
         *self.inner.policy.write() = Some(policy);
+    }
+
+    /// Sets the asynchronous security policy (see [`AsyncSecurityPolicy`]). Transports run it
+    /// through [`Engine::authorize`]; batches handled without it ([`Engine::handle_batch`])
+    /// are then refused every handshake, subscribe and publish
+    /// (`async_policy_not_consulted`): a policy that is installed is never skipped.
+    pub fn set_async_security_policy(&self, policy: Arc<dyn AsyncSecurityPolicy>) {
+        *self.inner.async_policy.write() = Some(policy);
+    }
+
+    /// Attaches an authorizer to a channel or a wildcard pattern (see [`crate::authz`]).
+    pub fn add_authorizer(&self, on: &str, authorizer: Arc<dyn Authorizer>) -> Result<(), Error> {
+        let on = ChannelPattern::parse(on)?;
+        self.inner.authorizers.add(&on, authorizer);
+        Ok(())
+    }
+
+    /// Detaches an authorizer (the same `Arc`) from a channel or pattern. Returns whether it was
+    /// attached there.
+    pub fn remove_authorizer(&self, on: &str, authorizer: &Arc<dyn Authorizer>) -> bool {
+        ChannelPattern::parse(on).is_ok_and(|on| self.inner.authorizers.remove(&on, authorizer))
     }
 
     /// Registers a listener.
@@ -435,17 +509,97 @@ impl Engine {
     /// A `/meta/handshake` travels alone: when a batch holds one, the other messages are ignored
     /// (Bayeux 1.0, 4.1.1). At most one connect per batch is held; a second one in the same batch
     /// supersedes the first.
+    ///
+    /// With an [`AsyncSecurityPolicy`] installed, use [`Engine::authorize`] and
+    /// [`Engine::handle_authorized`] instead: here its checks fail closed.
     pub fn handle_batch(&self, ctx: &RequestContext, batch: Vec<Message>, now: Instant) -> Outcome {
+        self.handle_authorized(
+            ctx,
+            Authorized {
+                batch,
+                decisions: Vec::new(),
+            },
+            now,
+        )
+    }
+
+    /// Runs the asynchronous security policy on a batch (concurrently with other requests: it
+    /// never blocks the runtime), for [`Engine::handle_authorized`]. Without a policy it is
+    /// ready at once and allocates nothing.
+    pub fn authorize<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        batch: Vec<Message>,
+    ) -> impl std::future::Future<Output = Authorized> + Send + 'a {
+        let policy = self.inner.async_policy.read().clone();
+        async move {
+            let batch = only_handshake(batch);
+            let Some(policy) = policy else {
+                return Authorized {
+                    batch,
+                    decisions: Vec::new(),
+                };
+            };
+            let mut decisions = Vec::with_capacity(batch.len());
+            for msg in &batch {
+                decisions.push(self.ask_async(&*policy, ctx, msg).await);
+            }
+            Authorized { batch, decisions }
+        }
+    }
+
+    /// The asynchronous policy's decision on one message, when one applies.
+    async fn ask_async(
+        &self,
+        policy: &dyn AsyncSecurityPolicy,
+        ctx: &RequestContext,
+        msg: &Message,
+    ) -> Option<Decision> {
+        let channel = msg.channel.as_deref()?;
+        if channel == "/meta/handshake" {
+            return Some(policy.can_handshake(ctx, msg).await);
+        }
+        let session = self.find_session(ctx, msg).ok()?;
+        match channel {
+            "/meta/subscribe" => {
+                let patterns = self.parse_subscription(msg).ok()?;
+                for p in &patterns {
+                    let d = policy.can_subscribe(&session, p, msg).await;
+                    if d != Decision::Allow {
+                        return Some(d);
+                    }
+                }
+                Some(Decision::Allow)
+            }
+            c if c.starts_with("/meta/") => None,
+            c => {
+                let id = ChannelId::parse(c).ok()?;
+                Some(policy.can_publish(&session, &id, msg).await)
+            }
+        }
+    }
+
+    /// Handles a batch whose asynchronous checks have run ([`Engine::authorize`]); otherwise
+    /// as [`Engine::handle_batch`].
+    pub fn handle_authorized(
+        &self,
+        ctx: &RequestContext,
+        authorized: Authorized,
+        now: Instant,
+    ) -> Outcome {
         let mut out = Outcome::default();
-        let handshake_at = batch
-            .iter()
-            .position(|m| m.channel.as_deref() == Some("/meta/handshake"));
-        let batch: Vec<Message> = match handshake_at {
-            Some(i) => batch.into_iter().skip(i).take(1).collect(),
-            None => batch,
-        };
+        let Authorized { batch, decisions } = authorized;
+        let batch = only_handshake(batch);
+        let mut decisions = decisions.into_iter();
+        let async_policy = self.inner.async_policy.read().is_some();
         let extensions = self.extensions();
         for mut msg in batch {
+            let pre = decisions.next().flatten();
+            // A batch the policy did not see, or a message it was not asked about (one with no
+            // live session, refused below anyway), fails closed.
+            let pre = async_policy.then(|| {
+                pre.unwrap_or_else(|| Decision::Deny("async_policy_not_consulted".into()))
+            });
             self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
             // The one lookup of the message's session; hearing from a client keeps its session
             // alive, whatever the message (CometD's `cancelExpiration`).
@@ -461,7 +615,7 @@ impl Engine {
                 out.replies.push(reply.encode());
                 continue;
             }
-            let (reply, session) = self.handle_one(ctx, &msg, session, now, &mut out);
+            let (reply, session) = self.handle_one(ctx, &msg, session, pre, now, &mut out);
             if let Some(mut reply) = reply {
                 for e in extensions.iter() {
                     e.outgoing(session.as_ref(), &msg, &mut reply);
@@ -480,6 +634,7 @@ impl Engine {
         ctx: &RequestContext,
         msg: &Message,
         found: Option<Arc<Session>>,
+        pre: Option<Decision>,
         now: Instant,
         out: &mut Outcome,
     ) -> (Option<Reply>, Option<Arc<Session>>) {
@@ -495,15 +650,17 @@ impl Engine {
             );
         }
         let result = match channel {
-            "/meta/handshake" => self.handshake(ctx, msg, now).map(|(r, s)| {
+            "/meta/handshake" => self.handshake(ctx, msg, pre, now).map(|(r, s)| {
                 out.handshake = true;
                 (Some(r), s)
             }),
             "/meta/connect" => self.connect(ctx, msg, found, now, out),
-            "/meta/subscribe" => self.subscribe(msg, found).map(|(r, s)| (Some(r), s)),
+            "/meta/subscribe" => self.subscribe(msg, found, pre).map(|(r, s)| (Some(r), s)),
             "/meta/unsubscribe" => self.unsubscribe(msg, found).map(|(r, s)| (Some(r), s)),
             "/meta/disconnect" => self.disconnect(msg, found).map(|(r, s)| (Some(r), s)),
-            _ => self.publish_remote(msg, found).map(|(r, s)| (Some(r), s)),
+            _ => self
+                .publish_remote(msg, found, pre, now)
+                .map(|(r, s)| (Some(r), s)),
         };
         match result {
             Ok((r, s)) => (r, Some(s)),
@@ -515,6 +672,7 @@ impl Engine {
         &self,
         ctx: &RequestContext,
         msg: &Message,
+        pre: Option<Decision>,
         now: Instant,
     ) -> Result<(Reply, Arc<Session>), Failure> {
         let c = &self.inner.config;
@@ -553,6 +711,9 @@ impl Engine {
                 Failure::HandshakeDenied,
                 Failure::Unauthorized,
             )?;
+        }
+        if let Some(d) = pre {
+            decide(d, Failure::HandshakeDenied, Failure::Unauthorized)?;
         }
         if let Some(quota) = &ctx.connection
             && !quota.take()
@@ -751,6 +912,7 @@ impl Engine {
         &self,
         msg: &Message,
         found: Option<Arc<Session>>,
+        pre: Option<Decision>,
     ) -> Result<(Reply, Arc<Session>), Failure> {
         let session = found.ok_or(Failure::SessionUnknown)?;
         let patterns = self.parse_subscription(msg)?;
@@ -765,6 +927,22 @@ impl Engine {
                     Failure::SubscribeDenied,
                     Failure::SubscribeDenied,
                 )?;
+            }
+        }
+        if let Some(d) = pre {
+            decide(d, Failure::SubscribeDenied, Failure::SubscribeDenied)?;
+        }
+        let authorizers = &self.inner.authorizers;
+        if !authorizers.is_empty() {
+            for p in &patterns {
+                if !self.inner.router.has_entry(p.as_str()) {
+                    authorizers
+                        .decide(Operation::Create, p, &session, msg)
+                        .map_err(Failure::CreateDenied)?;
+                }
+                authorizers
+                    .decide(Operation::Subscribe, p, &session, msg)
+                    .map_err(Failure::SubscribeDenied)?;
             }
         }
         // Remote subscriptions to /service/** are accepted but never recorded: service messages
@@ -802,9 +980,22 @@ impl Engine {
             self.inner.config.max_subscription_bytes,
             |p| {
                 added += 1;
+                // The channel exists (initialized) before anything is routed to it.
+                let (channel, created) = self.inner.channels.ensure(p, false, |_| {});
+                self.inner.channels.unpin(p.as_str());
                 self.inner.router.subscribe(p, session);
+                if created {
+                    for l in listeners.iter() {
+                        l.channel_added(channel.name());
+                    }
+                }
                 for l in listeners.iter() {
                     l.subscribed(session, p);
+                }
+                if let Some(ls) = self.inner.channels.subscription_listeners(p.as_str()) {
+                    for l in ls.iter() {
+                        l(session, p, true);
+                    }
                 }
             },
         )?;
@@ -824,9 +1015,22 @@ impl Engine {
         pattern: &ChannelPattern,
         listeners: &[Arc<dyn Listener>],
     ) {
-        self.inner.router.unsubscribe(pattern, session.key());
+        let (_, gone) = self
+            .inner
+            .router
+            .unsubscribe_reporting(pattern, session.key());
         for l in listeners {
             l.unsubscribed(session, pattern);
+        }
+        if let Some(ls) = self.inner.channels.subscription_listeners(pattern.as_str()) {
+            for l in ls.iter() {
+                l(session, pattern, false);
+            }
+        }
+        if gone && let Change::Removed(name) = self.inner.channels.released(pattern) {
+            for l in listeners {
+                l.channel_removed(&name);
+            }
         }
     }
 
@@ -860,6 +1064,8 @@ impl Engine {
         &self,
         msg: &Message,
         found: Option<Arc<Session>>,
+        pre: Option<Decision>,
+        now: Instant,
     ) -> Result<(Reply, Arc<Session>), Failure> {
         let name = msg.channel.as_deref().unwrap_or_default();
         let channel = ChannelId::parse(name).map_err(|_| Failure::ChannelInvalid)?;
@@ -875,25 +1081,52 @@ impl Engine {
                 Failure::PublishDenied,
             )?;
         }
-        let exclude = (!self.inner.config.broadcast_to_publisher).then(|| session.key());
-        self.route(
-            &Delivery {
-                channel: &channel,
-                data: &data.0,
-                ext: msg.ext.as_ref().map(|e| &*e.0),
-                sender: Some(session.id()),
-                id: msg.id.as_ref(),
-            },
-            exclude,
-        );
+        if let Some(d) = pre {
+            decide(d, Failure::PublishDenied, Failure::PublishDenied)?;
+        }
+        let authorizers = &self.inner.authorizers;
+        if !authorizers.is_empty() {
+            let target =
+                ChannelPattern::parse(channel.as_str()).map_err(|_| Failure::ChannelInvalid)?;
+            if !self.inner.router.has_entry(channel.as_str()) {
+                authorizers
+                    .decide(Operation::Create, &target, &session, msg)
+                    .map_err(Failure::CreateDenied)?;
+            }
+            authorizers
+                .decide(Operation::Publish, &target, &session, msg)
+                .map_err(Failure::PublishDenied)?;
+        }
+        if channel.kind() == ChannelKind::Service {
+            match self
+                .inner
+                .calls
+                .start(&channel, msg.id.as_ref(), &data.0, &session, now)?
+            {
+                // The call is answered on its own; the publish itself is acknowledged below
+                // (the WebSocket client expects that reply to every message it sends).
+                Start::Called => {
+                    let r = Reply::new(Some(name), msg.id.clone(), true);
+                    return Ok((r, session));
+                }
+                Start::NoHandler => {}
+            }
+        }
+        self.route_hooked(
+            Some(&session),
+            &channel,
+            &data.0,
+            msg.ext.as_ref().map(|e| &*e.0),
+            msg.id.as_ref(),
+        )?;
         let r = Reply::new(Some(name), msg.id.clone(), true);
         Ok((r, session))
     }
 
     /// Publishes through the router (which serializes once, fans out and hands broadcasts to the
     /// backplane), then applies what the fan-out reported.
-    fn route(&self, delivery: &Delivery<'_>, exclude: Option<u64>) -> usize {
-        let fan_out = self.inner.router.publish(delivery, exclude);
+    fn route(&self, delivery: &Delivery<'_>, exclude: Option<u64>, lazy: bool) -> usize {
+        let fan_out = self.inner.router.publish(delivery, exclude, lazy);
         let count = self.account(fan_out);
         if delivery.channel.kind() == ChannelKind::Broadcast {
             for l in self.listeners().iter() {
@@ -901,6 +1134,117 @@ impl Engine {
             }
         }
         count
+    }
+
+    /// Publishes through the channel's hooks: its message listeners (which may change the data
+    /// or veto the message, once, before it is serialized) and its settings (lazy, broadcast to
+    /// publisher), then [`Engine::route`]. Returns the number of recipients.
+    fn route_hooked(
+        &self,
+        from: Option<&Arc<Session>>,
+        channel: &ChannelId,
+        data: &RawValue,
+        ext: Option<&RawValue>,
+        id: Option<&MessageId>,
+    ) -> Result<usize, Failure> {
+        let listeners = self.inner.channels.message_listeners(channel);
+        let changed = if listeners.is_empty() {
+            None
+        } else {
+            let mut owned = Raw(data.to_owned());
+            for l in &listeners {
+                if !l(from, channel, &mut owned) {
+                    return Err(Failure::MessageDeleted);
+                }
+            }
+            Some(owned)
+        };
+        let data = changed.as_ref().map_or(data, |r| &*r.0);
+        let settings = self.inner.channels.settings(channel).unwrap_or_default();
+        let to_publisher = settings
+            .broadcast_to_publisher
+            .unwrap_or(self.inner.config.broadcast_to_publisher);
+        let exclude = from.filter(|_| !to_publisher).map(|s| s.key());
+        let delivery = Delivery {
+            channel,
+            data,
+            ext,
+            sender: from.map(|s| s.id()),
+            id,
+        };
+        let hooks = self.inner.channels.recipient_hooks(channel);
+        if !hooks.is_empty() && channel.kind() == ChannelKind::Broadcast {
+            let framed = Framed::delivery(channel.as_str(), data, ext);
+            if let Some(bp) = self.inner.router.backplane() {
+                bp.publish(channel, &framed);
+            }
+            let count =
+                self.fan_out_per_recipient(&delivery, &framed, exclude, settings.lazy, &hooks);
+            for l in self.listeners().iter() {
+                l.published(channel, count);
+            }
+            return Ok(count);
+        }
+        Ok(self.route(&delivery, exclude, settings.lazy))
+    }
+
+    /// The opt-in slow path of a channel with recipient hooks: each recipient's copy is decided
+    /// by the hooks, and serialized again only when they change it.
+    fn fan_out_per_recipient(
+        &self,
+        delivery: &Delivery<'_>,
+        shared: &Framed,
+        exclude: Option<u64>,
+        lazy: bool,
+        hooks: &[crate::channels::RecipientHook],
+    ) -> usize {
+        let mut recipients: Vec<Arc<Session>> = Vec::new();
+        self.inner
+            .router
+            .for_each_subscriber(delivery.channel, |s| {
+                if Some(s.key()) != exclude {
+                    recipients.push(s.clone());
+                }
+            });
+        let mut fan = FanOut::default();
+        for s in &recipients {
+            let mut replaced: Option<Raw> = None;
+            let mut skip = false;
+            for h in hooks {
+                let current = replaced.as_ref().map_or(delivery.data, |r| &*r.0);
+                match h(s, delivery.channel, current) {
+                    Recipient::Same => {}
+                    Recipient::Replace(r) => replaced = Some(r),
+                    Recipient::Skip => {
+                        skip = true;
+                        break;
+                    }
+                }
+            }
+            if skip {
+                continue;
+            }
+            let data = replaced.as_ref().map_or(delivery.data, |r| &*r.0);
+            if let Some(cb) = s.local_callback() {
+                cb(&Delivery { data, ..*delivery });
+                fan.recipients += 1;
+                continue;
+            }
+            let own;
+            let framed = match &replaced {
+                Some(r) => {
+                    own = Framed::delivery(delivery.channel.as_str(), &r.0, delivery.ext);
+                    &own
+                }
+                None => shared,
+            };
+            let offer = s.offer(framed, lazy);
+            fan.recipients += usize::from(offer.queued());
+            if matches!(offer, Offer::DroppedOldest { .. } | Offer::Refused) {
+                fan.overflowed.push((s.clone(), offer));
+            }
+        }
+        self.account(fan)
     }
 
     /// Counts a fan-out's deliveries and applies the overflow policy to the sessions it
@@ -938,15 +1282,11 @@ impl Engine {
 
     /// Publishes `data` (JSON) on a broadcast or service channel from the server. Returns the
     /// number of local recipients.
+    ///
+    /// The channel's message listeners run first: a vetoed message reaches nobody (0).
     pub fn publish(&self, channel: &ChannelId, data: &RawValue) -> usize {
-        let delivery = Delivery {
-            channel,
-            data,
-            ext: None,
-            sender: None,
-            id: None,
-        };
-        self.route(&delivery, None)
+        self.route_hooked(None, channel, data, None, None)
+            .unwrap_or(0)
     }
 
     /// Publishes any serializable value on `channel`.
@@ -986,7 +1326,21 @@ impl Engine {
             id: None,
         };
         let framed = Framed::delivery(channel.as_str(), data, ext);
-        self.account(self.inner.router.fan_out(&delivery, Some(&framed), None))
+        // The message listeners ran on the node it was published on; the settings are ours.
+        let lazy = self
+            .inner
+            .channels
+            .settings(channel)
+            .is_some_and(|s| s.lazy);
+        let hooks = self.inner.channels.recipient_hooks(channel);
+        if !hooks.is_empty() {
+            return self.fan_out_per_recipient(&delivery, &framed, None, lazy, &hooks);
+        }
+        self.account(
+            self.inner
+                .router
+                .fan_out(&delivery, Some(&framed), None, lazy),
+        )
     }
 
     /// Delivers `data` on `channel` to one session, bypassing subscriptions.
@@ -1018,7 +1372,12 @@ impl Engine {
             });
             return Ok(());
         }
-        let offer = s.offer(framed);
+        self.offer_to(s, framed)
+    }
+
+    /// Queues `framed` for a remote session, counting it and applying the overflow policy.
+    fn offer_to(&self, s: &Arc<Session>, framed: &Framed) -> Result<(), Error> {
+        let offer = s.offer(framed, false);
         if offer.queued() {
             self.inner.stats.deliveries.fetch_add(1, Ordering::Relaxed);
         }
@@ -1145,7 +1504,18 @@ impl Engine {
 
     /// Removes the remote sessions that have expired by `now` (see [`Session`] for the liveness
     /// rule): a session holding a connect never expires. Returns how many were removed.
+    ///
+    /// It also times out the remote calls whose deadline has passed
+    /// ([`Engine::expire_remote_calls`]), so a transport's sweeper drives both.
     pub fn sweep(&self, now: Instant) -> usize {
+        self.expire_remote_calls(now);
+        // Lazy messages that waited long enough wake their connections.
+        let max_lazy = Duration::from_millis(self.inner.config.max_lazy_ms);
+        for e in self.inner.sessions.iter() {
+            if !e.value().is_local() {
+                e.value().flush_lazy(now, max_lazy);
+            }
+        }
         let expired: Vec<Arc<Session>> = self
             .inner
             .sessions
@@ -1157,6 +1527,185 @@ impl Engine {
             .iter()
             .filter(|s| self.end_session(s, RemoveReason::Expired, Some(now)))
             .count()
+    }
+
+    /// Adds a channel initializer: it sets the settings of every channel created from now on,
+    /// before the channel can be used (see [`crate::channels`]).
+    pub fn add_channel_initializer(
+        &self,
+        initializer: impl Fn(&ChannelPattern, &mut ChannelSettings) + Send + Sync + 'static,
+    ) {
+        self.inner.channels.add_initializer(Arc::new(initializer));
+    }
+
+    /// Creates a channel (or pattern) from the server side, running the initializers and then
+    /// `configure`; returns the existing one, unchanged, if it is live. A channel created this
+    /// way lives until [`Engine::remove_channel`], or until its last subscriber leaves if it
+    /// is not persistent.
+    pub fn create_channel(
+        &self,
+        name: &str,
+        configure: impl FnOnce(&mut ChannelSettings),
+    ) -> Result<ChannelHandle, Error> {
+        let name = ChannelPattern::parse(name)?;
+        let (handle, created) = self.inner.channels.ensure(&name, true, configure);
+        if created {
+            for l in self.listeners().iter() {
+                l.channel_added(&name);
+            }
+        }
+        Ok(handle)
+    }
+
+    /// The live channel (or pattern) `name`.
+    pub fn channel(&self, name: &str) -> Option<ChannelHandle> {
+        self.inner.channels.handle(name)
+    }
+
+    /// Ends a channel whatever its settings; its subscribers stay subscribed (a later
+    /// subscription creates it again). Returns whether it was live.
+    pub fn remove_channel(&self, name: &str) -> bool {
+        match self.inner.channels.remove(name) {
+            Some(name) => {
+                for l in self.listeners().iter() {
+                    l.channel_removed(&name);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Number of live channels (names and patterns subscribed to, and channels the server
+    /// created).
+    pub fn live_channels(&self) -> usize {
+        self.inner.channels.len()
+    }
+
+    /// One page of the sessions, by their internal sequence number, after `after` (see
+    /// [`crate::introspect`]). At most [`crate::introspect::MAX_PAGE`] items.
+    pub fn sessions_page(&self, after: Option<u64>, limit: usize) -> Page<SessionInfo, u64> {
+        let (sessions, more) = smallest(
+            self.inner.sessions.iter().map(|e| e.value().clone()),
+            |s| s.key(),
+            after.as_ref(),
+            limit,
+        );
+        let items: Vec<SessionInfo> = sessions
+            .iter()
+            .map(|s| {
+                let subs = s.subscriptions();
+                SessionInfo {
+                    key: s.key(),
+                    id_prefix: s.id().as_str().chars().take(ID_PREFIX_LEN).collect(),
+                    transport: s.transport().name(),
+                    principal: s.principal().map(str::to_owned),
+                    endpoint: s.endpoint().map(str::to_owned),
+                    subscription_count: subs.len(),
+                    subscriptions: subs
+                        .iter()
+                        .take(MAX_SUBSCRIPTIONS_LISTED)
+                        .map(|p| p.as_str().to_owned())
+                        .collect(),
+                    queue_depth: s.queue_len(),
+                    dropped: s.dropped(),
+                    held: s.is_held(),
+                }
+            })
+            .collect();
+        let next = more.then(|| items.last().map(|i| i.key)).flatten();
+        Page { items, next }
+    }
+
+    /// One page of the live channels, by name, after `after` (see [`crate::introspect`]).
+    pub fn channels_page(&self, after: Option<&str>, limit: usize) -> Page<ChannelInfo, String> {
+        let (channels, more) = self.inner.channels.page(after, limit);
+        let items: Vec<ChannelInfo> = channels
+            .into_iter()
+            .map(|(name, settings)| ChannelInfo {
+                subscribers: self.inner.router.subscribers_of(name.as_str()),
+                name: name.as_str().to_owned(),
+                persistent: settings.persistent,
+                lazy: settings.lazy,
+            })
+            .collect();
+        let next = more.then(|| items.last().map(|i| i.name.clone())).flatten();
+        Page { items, next }
+    }
+
+    /// Registers the handler of remote calls on `channel` (a concrete `/service/**` channel),
+    /// replacing any previous one. A call not answered within `timeout` is answered with
+    /// `408::remote_call_timeout` at the first [`Engine::sweep`] after its deadline.
+    ///
+    /// The handler owns its channel: messages to it no longer reach local sessions subscribed
+    /// to it. It runs on the thread handling the request, so it must not block: answer later
+    /// from another thread or task with the [`Responder`] it is given.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use bayeux_core::{decode_batch, Engine, EngineConfig, RequestContext, TransportKind};
+    ///
+    /// let engine = Engine::new(EngineConfig::default());
+    /// engine
+    ///     .on_remote_call("/service/echo", Duration::from_secs(5), |call, responder| {
+    ///         // Answer now, or move the responder to a task and answer later.
+    ///         responder.success(call.data());
+    ///     })
+    ///     .unwrap();
+    ///
+    /// let ctx = RequestContext::new(TransportKind::WebSocket);
+    /// let now = Instant::now();
+    /// let hs = decode_batch(br#"{"channel":"/meta/handshake","version":"1.0"}"#,
+    ///     &Default::default()).unwrap();
+    /// let out = engine.handle_batch(&ctx, hs, now);
+    /// let session = out.session.unwrap();
+    /// let call = format!(r#"{{"channel":"/service/echo","id":"7","clientId":"{}","data":[1]}}"#,
+    ///     session.id().as_str());
+    /// engine.handle_batch(&ctx, decode_batch(call.as_bytes(), &Default::default()).unwrap(), now);
+    /// // The answer waits in the caller's queue, for its transport to write.
+    /// let answer = &session.take_messages()[0];
+    /// assert_eq!(answer.object(),
+    ///     br#"{"channel":"/service/echo","id":"7","successful":true,"data":[1]}"#);
+    /// ```
+    pub fn on_remote_call(
+        &self,
+        channel: &str,
+        timeout: Duration,
+        handler: impl Fn(RemoteCall, Responder) + Send + Sync + 'static,
+    ) -> Result<(), Error> {
+        let channel = ChannelId::parse(channel)?;
+        if channel.kind() != ChannelKind::Service {
+            return Err(Error::InvalidChannel(format!(
+                "{}: remote calls are made on /service/** channels",
+                channel.as_str()
+            )));
+        }
+        self.inner
+            .calls
+            .register(&channel, timeout, Arc::new(handler));
+        Ok(())
+    }
+
+    /// Removes the remote-call handler of `channel`; calls already made can still be answered.
+    /// Returns whether there was one.
+    pub fn remove_remote_call(&self, channel: &str) -> bool {
+        ChannelId::parse(channel).is_ok_and(|c| self.inner.calls.unregister(&c))
+    }
+
+    /// Whether a remote-call handler is registered for `channel`.
+    pub fn has_remote_call(&self, channel: &ChannelId) -> bool {
+        self.inner.calls.has_handler(channel)
+    }
+
+    /// Remote calls waiting for their answer.
+    pub fn pending_remote_calls(&self) -> usize {
+        self.inner.calls.pending()
+    }
+
+    /// Answers with `408::remote_call_timeout` every remote call whose deadline is at or before
+    /// `now`. Returns how many timed out. [`Engine::sweep`] calls it.
+    pub fn expire_remote_calls(&self, now: Instant) -> usize {
+        self.inner.calls.expire(now)
     }
 
     /// Ends every session (server shutdown): held connects wake with [`Wake::Closed`].
@@ -1215,17 +1764,12 @@ impl LocalSession {
     }
 
     /// Publishes as this session (it receives its own broadcast only if
-    /// `broadcast_to_publisher`).
+    /// `broadcast_to_publisher`, or the channel's own setting). The channel's message listeners
+    /// run first: a vetoed message reaches nobody (0).
     pub fn publish(&self, channel: &ChannelId, data: &RawValue) -> usize {
-        let exclude = (!self.engine.config().broadcast_to_publisher).then(|| self.session.key());
-        let delivery = Delivery {
-            channel,
-            data,
-            ext: None,
-            sender: Some(self.session.id()),
-            id: None,
-        };
-        self.engine.route(&delivery, exclude)
+        self.engine
+            .route_hooked(Some(&self.session), channel, data, None, None)
+            .unwrap_or(0)
     }
 
     /// Ends the session.

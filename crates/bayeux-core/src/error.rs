@@ -88,6 +88,8 @@ pub enum Failure {
     SubscribeDenied(String),
     /// `403:<reason>:publish_denied`.
     PublishDenied(String),
+    /// `403:<reason>:create_denied`: an authorizer refused to bring the channel into existence.
+    CreateDenied(String),
     /// `403::<message>`: refused by the security policy in the application's own words.
     Forbidden(String),
     /// `404::message_deleted`: an extension dropped the message.
@@ -100,6 +102,16 @@ pub enum Failure {
     TooManySessions,
     /// `400::data_missing`: a publish without `data`.
     DataMissing,
+    /// `400::remote_call_id_missing`: a message to a remote-call channel without an `id`, to
+    /// which no answer could be matched.
+    RemoteCallIdMissing,
+    /// `503::too_many_remote_calls`: the caller (or the whole engine) has as many remote calls
+    /// waiting for an answer as allowed.
+    TooManyRemoteCalls,
+    /// `408::remote_call_timeout`: the handler did not answer within its timeout.
+    RemoteCallTimeout,
+    /// `500::remote_call_unanswered`: the handler dropped its responder without answering.
+    RemoteCallUnanswered,
 }
 
 impl Failure {
@@ -116,12 +128,17 @@ impl Failure {
             Failure::SubscriptionInvalid => "403::subscription_invalid".into(),
             Failure::SubscribeDenied(r) => format!("403:{r}:subscribe_denied"),
             Failure::PublishDenied(r) => format!("403:{r}:publish_denied"),
+            Failure::CreateDenied(r) => format!("403:{r}:create_denied"),
             Failure::Forbidden(m) => format!("403::{m}"),
             Failure::MessageDeleted => "404::message_deleted".into(),
             Failure::VersionUnsupported => "400::version_unsupported".into(),
             Failure::ConnectionTypeUnsupported => "400::connection_type_unsupported".into(),
             Failure::TooManySessions => "503::too_many_sessions".into(),
             Failure::DataMissing => "400::data_missing".into(),
+            Failure::RemoteCallIdMissing => "400::remote_call_id_missing".into(),
+            Failure::TooManyRemoteCalls => "503::too_many_remote_calls".into(),
+            Failure::RemoteCallTimeout => "408::remote_call_timeout".into(),
+            Failure::RemoteCallUnanswered => "500::remote_call_unanswered".into(),
         }
     }
 

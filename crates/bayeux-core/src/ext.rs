@@ -140,6 +140,12 @@ pub trait Listener: Send + Sync {
     fn published(&self, _channel: &ChannelId, _recipients: usize) {}
     /// A message met a full queue.
     fn queue_full(&self, _session: &Arc<Session>) {}
+    /// A channel (or pattern) came into existence, its initializers having run (see
+    /// [`crate::channels`]). Runs while the subscribing session's subscriptions are locked.
+    fn channel_added(&self, _channel: &ChannelPattern) {}
+    /// A channel ended: its last subscriber left and it is not persistent, or the server
+    /// removed it.
+    fn channel_removed(&self, _channel: &ChannelPattern) {}
 }
 
 /// CometD's acknowledged-delivery extension (`ext.ack`).

@@ -6,6 +6,11 @@
 //! a [`Hold`] ("answer when this session has messages or at this deadline"). Time is passed in;
 //! the transport crate owns sockets and timers.
 //!
+//! The server-side API CometD users build on: remote calls ([`remote`]), per-channel
+//! authorizers and an asynchronous security policy ([`authz`]), channel initializers,
+//! listeners, settings and lazy messages ([`channels`]), and paged introspection
+//! ([`introspect`]).
+//!
 //! What it does not do: HTTP, WebSocket, cookies, timers, threads. Those live in
 //! `bayeux-transport`.
 //!
@@ -26,15 +31,27 @@
 //! # let _ = Instant::now();
 //! ```
 
+pub mod authz;
 pub mod channel;
+pub mod channels;
 pub mod codec;
 pub mod engine;
 pub mod error;
 pub mod ext;
+pub mod introspect;
+pub mod remote;
 pub mod router;
 pub mod session;
 
+pub use authz::{
+    AsyncSecurityPolicy, Authorization, Authorized, Authorizer, DecisionFuture, GrantAuthorizer,
+    Operation,
+};
 pub use channel::{ChannelId, ChannelKind, ChannelPattern, Wildcard};
+pub use channels::{
+    ChannelHandle, ChannelSettings, Initializer, MessageListener, Recipient, RecipientHook,
+    SubscriptionListener,
+};
 pub use codec::{
     Advice, AdviceIn, Framed, Limits, Message, MessageId, Raw, Reply, Subscription, decode_batch,
     encode_batch, join_array,
@@ -44,6 +61,8 @@ pub use error::{Error, Failure, Reconnect};
 pub use ext::{
     AckExtension, Decision, Extension, Listener, RequestContext, SecurityPolicy, TimesyncExtension,
 };
+pub use introspect::{ChannelInfo, Page, SessionInfo};
+pub use remote::{RemoteCall, RemoteCallHandler, Responder};
 pub use router::{Backplane, Router};
 pub use session::{
     ConnectionQuota, Delivery, LocalCallback, OverflowPolicy, RemoveReason, Session, SessionId,

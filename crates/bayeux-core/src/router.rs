@@ -95,12 +95,19 @@ impl Router {
     /// Publishes `delivery` on this node: a broadcast is serialized once ([`Framed`]), fanned
     /// out, and handed to the backplane; a service message reaches local sessions only. `exclude` is a session that must not receive it (the
     /// publisher, when it does not get its own broadcasts).
-    pub(crate) fn publish(&self, delivery: &Delivery<'_>, exclude: Option<u64>) -> FanOut {
+    ///
+    /// A `lazy` message does not wake its recipients' connections (see [`Session`]).
+    pub(crate) fn publish(
+        &self,
+        delivery: &Delivery<'_>,
+        exclude: Option<u64>,
+        lazy: bool,
+    ) -> FanOut {
         if delivery.channel.kind() != ChannelKind::Broadcast {
-            return self.fan_out(delivery, None, exclude);
+            return self.fan_out(delivery, None, exclude, lazy);
         }
         let framed = Framed::delivery(delivery.channel.as_str(), delivery.data, delivery.ext);
-        let out = self.fan_out(delivery, Some(&framed), exclude);
+        let out = self.fan_out(delivery, Some(&framed), exclude, lazy);
         if let Some(bp) = self.backplane() {
             bp.publish(delivery.channel, &framed);
         }
@@ -115,6 +122,7 @@ impl Router {
         delivery: &Delivery<'_>,
         framed: Option<&Framed>,
         exclude: Option<u64>,
+        lazy: bool,
     ) -> FanOut {
         let mut locals: Vec<Arc<Session>> = Vec::new();
         let mut out = FanOut::default();
@@ -125,7 +133,7 @@ impl Router {
             if s.is_local() {
                 locals.push(s.clone());
             } else if let Some(framed) = framed {
-                let offer = s.offer(framed);
+                let offer = s.offer(framed, lazy);
                 out.recipients += usize::from(offer.queued());
                 if matches!(offer, Offer::DroppedOldest { .. } | Offer::Refused) {
                     out.overflowed.push((s.clone(), offer));
@@ -162,20 +170,35 @@ impl Router {
     /// Removes `session` from `pattern`; drops the entry when it becomes empty. Returns whether
     /// the session was subscribed.
     pub fn unsubscribe(&self, pattern: &ChannelPattern, key: u64) -> bool {
+        self.unsubscribe_reporting(pattern, key).0
+    }
+
+    /// As [`Router::unsubscribe`]; also reports whether the entry went away with it (the last
+    /// subscriber of that name left).
+    pub(crate) fn unsubscribe_reporting(&self, pattern: &ChannelPattern, key: u64) -> (bool, bool) {
         let name = pattern.as_str();
         let removed = match self.table.get(name) {
             Some(entry) => entry.sessions.write().remove(&key).is_some(),
-            None => return false,
+            None => return (false, false),
         };
-        if self
+        let gone = self
             .table
             .remove_if(name, |_, s| s.sessions.read().is_empty())
-            .is_some()
-            && pattern.wildcard() != Wildcard::None
-        {
+            .is_some();
+        if gone && pattern.wildcard() != Wildcard::None {
             self.wildcard_entries.fetch_sub(1, Ordering::Relaxed);
         }
-        removed
+        (removed, gone)
+    }
+
+    /// Sessions subscribed to exactly `name` (a channel or a pattern).
+    pub fn subscribers_of(&self, name: &str) -> usize {
+        self.table.get(name).map_or(0, |e| e.sessions.read().len())
+    }
+
+    /// Whether some session is subscribed to exactly `name` (a channel or a pattern).
+    pub fn has_entry(&self, name: &str) -> bool {
+        self.table.contains_key(name)
     }
 
     /// Number of distinct subscribed names (channels and patterns).

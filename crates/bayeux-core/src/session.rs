@@ -274,6 +274,11 @@ pub(crate) struct Timing {
 
 struct State {
     queue: VecDeque<Framed>,
+    /// Whether the queue holds a message that must be sent now: a non-lazy one, or lazy ones
+    /// whose `max_lazy` has passed. Lazy messages alone do not wake the connection.
+    eager: bool,
+    /// When a sweep first saw the queue holding only lazy messages.
+    lazy_since: Option<Instant>,
     waker: Option<Waker>,
     /// Incremented by every connect; a hold whose generation is stale was superseded.
     hold_gen: u64,
@@ -304,6 +309,8 @@ impl State {
     /// Takes the messages for a `/meta/connect` reply. With the ack extension, the
     /// unacknowledged messages are sent again with the new ones, under a new batch number.
     fn drain_for_connect(&mut self) -> Vec<Framed> {
+        self.eager = false;
+        self.lazy_since = None;
         match self.ack.as_mut() {
             None => self.queue.drain(..).collect(),
             Some(ack) => {
@@ -489,6 +496,8 @@ impl Session {
             subscriptions: Mutex::new(Subscriptions::default()),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                eager: false,
+                lazy_since: None,
                 waker: None,
                 hold_gen: 0,
                 held: false,
@@ -633,7 +642,10 @@ impl Session {
     /// caller instead), applying the overflow policy. With the ack extension, sent messages
     /// not yet acknowledged count toward the bound and, being older than anything queued, are
     /// the first dropped.
-    pub(crate) fn offer(&self, message: &Framed) -> Offer {
+    ///
+    /// A `lazy` message does not wake the connection: it waits for a non-lazy one, the end of
+    /// the held connect, or [`Session::flush_lazy`].
+    pub(crate) fn offer(&self, message: &Framed, lazy: bool) -> Offer {
         let mut st = self.state.lock();
         if st.closed.is_some() {
             return Offer::Closed;
@@ -658,12 +670,42 @@ impl Session {
             };
         }
         st.queue.push_back(message.clone());
+        if lazy {
+            return result;
+        }
+        st.eager = true;
         let waker = st.waker.take();
         drop(st);
         if let Some(w) = waker {
             w.wake();
         }
         result
+    }
+
+    /// Lazy messages wait at most `max_lazy` from the first sweep that saw them (`now`): the
+    /// sweep that finds them older wakes the connection. Returns whether it woke it.
+    pub(crate) fn flush_lazy(&self, now: Instant, max_lazy: Duration) -> bool {
+        let mut st = self.state.lock();
+        if st.eager || st.queue.is_empty() || st.closed.is_some() {
+            return false;
+        }
+        match st.lazy_since {
+            None => {
+                st.lazy_since = Some(now);
+                if !max_lazy.is_zero() {
+                    return false;
+                }
+            }
+            Some(t) if now.saturating_duration_since(t) < max_lazy => return false,
+            Some(_) => {}
+        }
+        st.eager = true;
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
     }
 
     /// Takes every queued message, for transports that write messages as they arrive
@@ -683,6 +725,8 @@ impl Session {
         let mut st = self.state.lock();
         if st.ack.is_none() {
             out.extend(st.queue.drain(..));
+            st.eager = false;
+            st.lazy_since = None;
         }
     }
 
@@ -693,7 +737,7 @@ impl Session {
         if st.closed.is_some() {
             return Poll::Ready(Wake::Closed);
         }
-        if !st.queue.is_empty() {
+        if st.eager {
             return Poll::Ready(Wake::Messages);
         }
         replace_waker(&mut st.waker, cx);
@@ -710,7 +754,7 @@ impl Session {
             return Poll::Ready(Wake::Closed);
         }
         let has_ack_backlog = st.ack.as_ref().is_some_and(|a| !a.unacked.is_empty());
-        if !st.queue.is_empty() || has_ack_backlog {
+        if st.eager || has_ack_backlog {
             return Poll::Ready(Wake::Messages);
         }
         replace_waker(&mut st.waker, cx);
@@ -760,8 +804,8 @@ impl Session {
         let first = !std::mem::replace(&mut st.connected, true);
         // (Judged from the locked state: `connect_only` would lock it again.)
         let connect_only = self.transport.is_polling() || st.ack.is_some();
-        let pending = !st.queue.is_empty() && connect_only
-            || st.ack.as_ref().is_some_and(|a| !a.unacked.is_empty());
+        let pending =
+            st.eager && connect_only || st.ack.as_ref().is_some_and(|a| !a.unacked.is_empty());
         let hold = want_hold && !first && !pending;
         let mut multiple = false;
         if hold
@@ -901,6 +945,7 @@ impl Session {
             // Its place in the endpoint's budget is free again.
             st.endpoint_slot = None;
             st.queue = VecDeque::new();
+            st.eager = false;
             if let Some(ack) = st.ack.as_mut() {
                 ack.unacked = VecDeque::new();
             }
@@ -1002,7 +1047,7 @@ mod tests {
     fn drop_oldest_keeps_the_newest_within_bound() {
         let s = session(3, OverflowPolicy::DropOldest);
         for i in 0..10u8 {
-            s.offer(&Framed::from_object(&[b'0' + i]));
+            s.offer(&Framed::from_object(&[b'0' + i]), false);
         }
         let got: Vec<u8> = s
             .take_messages()
@@ -1016,11 +1061,11 @@ mod tests {
     #[test]
     fn disconnect_policy_refuses_at_bound() {
         let s = session(2, OverflowPolicy::Disconnect);
-        assert_eq!(s.offer(&Framed::from_object(b"1")), Offer::Queued);
-        assert_eq!(s.offer(&Framed::from_object(b"2")), Offer::Queued);
-        assert_eq!(s.offer(&Framed::from_object(b"3")), Offer::Refused);
+        assert_eq!(s.offer(&Framed::from_object(b"1"), false), Offer::Queued);
+        assert_eq!(s.offer(&Framed::from_object(b"2"), false), Offer::Queued);
+        assert_eq!(s.offer(&Framed::from_object(b"3"), false), Offer::Refused);
         assert_eq!(s.queue_len(), 2);
         assert!(s.close(RemoveReason::Disconnected, None, |_| {}));
-        assert_eq!(s.offer(&Framed::from_object(b"4")), Offer::Closed);
+        assert_eq!(s.offer(&Framed::from_object(b"4"), false), Offer::Closed);
     }
 }

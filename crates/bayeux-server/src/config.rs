@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bayeux_core::{EngineConfig, Limits, OverflowPolicy};
 use bayeux_redis::RedisConfig;
-use bayeux_transport::{CookieConfig, Endpoint, Origins, SameSite, TransportConfig};
+use bayeux_transport::{CookieConfig, Endpoint, Introspection, Origins, SameSite, TransportConfig};
 use bayeux_voice::VoiceConfig;
 use serde::Deserialize;
 
@@ -105,6 +105,12 @@ pub struct BayeuxSection {
     pub cookie_same_site: String,
     /// Whether a publisher receives its own broadcasts.
     pub broadcast_to_publisher: bool,
+    /// Path of the introspection route (paged listings of sessions and channels), e.g.
+    /// "/admin/bayeux"; empty (the default) turns it off. It names users and channels: enable
+    /// it only where operators alone can reach the port, or with `introspection_token`.
+    pub introspection_path: String,
+    /// Bearer token the introspection route requires; empty for none.
+    pub introspection_token: String,
 }
 
 impl Default for BayeuxSection {
@@ -138,6 +144,8 @@ impl Default for BayeuxSection {
             cookie_secure: false,
             cookie_same_site: String::new(),
             broadcast_to_publisher: e.broadcast_to_publisher,
+            introspection_path: String::new(),
+            introspection_token: String::new(),
         }
     }
 }
@@ -197,7 +205,20 @@ impl ServerConfig {
             endpoint.origins = Origins::List(b.allow_origins.clone());
         }
         endpoint.callback_polling = b.callback_polling;
+        let introspection = match b.introspection_path.as_str() {
+            "" => None,
+            p if !p.starts_with('/') || endpoint.matches(p) => {
+                return Err(format!(
+                    "bayeux.introspection_path must start with '/' and lie outside bayeux.path: {p:?}"
+                ));
+            }
+            p => Some(Introspection {
+                path: p.trim_end_matches('/').to_owned(),
+                token: (!b.introspection_token.is_empty()).then(|| b.introspection_token.clone()),
+            }),
+        };
         Ok(TransportConfig {
+            introspection,
             endpoints: vec![endpoint],
             max_body_bytes: b.max_body_bytes,
             max_ws_message_bytes: b.max_ws_message_bytes,
@@ -228,6 +249,30 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.bayeux.path, "/cometd");
         assert!(c.engine().is_ok() && c.transport().is_ok());
+    }
+
+    #[test]
+    fn introspection_is_off_unless_a_path_is_given() {
+        assert_eq!(
+            ServerConfig::default().transport().unwrap().introspection,
+            None
+        );
+        let c: ServerConfig = toml::from_str(
+            "[bayeux]\nintrospection_path = \"/admin/bayeux/\"\nintrospection_token = \"t\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.transport().unwrap().introspection,
+            Some(Introspection {
+                path: "/admin/bayeux".into(),
+                token: Some("t".into())
+            })
+        );
+        for bad in ["admin", "/cometd/admin"] {
+            let c: ServerConfig =
+                toml::from_str(&format!("[bayeux]\nintrospection_path = \"{bad}\"")).unwrap();
+            assert!(c.transport().is_err(), "{bad}");
+        }
     }
 
     #[test]

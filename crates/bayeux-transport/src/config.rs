@@ -137,6 +137,16 @@ impl Endpoint {
     }
 }
 
+/// The introspection route: paged listings of sessions and channels for operators (see
+/// [`TransportConfig::introspection`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Introspection {
+    /// Path prefix of the route, e.g. `/admin/bayeux`: `<path>/sessions`, `<path>/channels`.
+    pub path: String,
+    /// When set, requests must carry `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
 /// Transport limits and timers.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -184,6 +194,11 @@ pub struct TransportConfig {
     pub cookie: CookieConfig,
     /// Query parameter naming the JSONP callback.
     pub jsonp_parameter: String,
+    /// The introspection route, off (`None`) by default: `GET <path>/sessions` and
+    /// `GET <path>/channels?after=..&limit=..` answer paged JSON listings (at most 500 items;
+    /// session ids shown as a prefix only). They name users and channels: serve them only where
+    /// operators alone can reach them, or with a token.
+    pub introspection: Option<Introspection>,
 }
 
 impl TransportConfig {
@@ -210,6 +225,7 @@ impl Default for TransportConfig {
             write_timeout: None,
             cookie: CookieConfig::default(),
             jsonp_parameter: "jsonp".into(),
+            introspection: None,
         }
     }
 }

@@ -18,6 +18,7 @@ mod conn;
 mod cookie;
 mod h1;
 pub mod http1;
+mod introspect;
 pub mod metrics;
 mod polling;
 mod server;
@@ -26,7 +27,7 @@ mod shared;
 mod ws;
 pub mod wsframe;
 
-pub use config::{CookieConfig, Endpoint, Origins, SameSite, TransportConfig};
+pub use config::{CookieConfig, Endpoint, Introspection, Origins, SameSite, TransportConfig};
 pub use cookie::cookie_value;
 pub use metrics::Metrics;
 pub use server::serve;

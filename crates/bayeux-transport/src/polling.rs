@@ -227,7 +227,9 @@ async fn run_batch(shared: &Shared, ctx: &RequestContext, batch: Vec<Message>) -
     let engine = &shared.engine;
     let metrics = &shared.metrics;
     metrics.add_in(batch.len());
-    let mut out = engine.handle_batch(ctx, batch, Instant::now());
+    // The asynchronous security policy, if any, runs here without blocking the runtime.
+    let batch = engine.authorize(ctx, batch).await;
+    let mut out = engine.handle_authorized(ctx, batch, Instant::now());
     if let Some(hold) = out.hold.take() {
         let mut shutdown = shared.shutdown.clone();
         let deadline = tokio::time::Instant::from_std(hold.deadline());

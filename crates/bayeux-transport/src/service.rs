@@ -129,6 +129,9 @@ impl BayeuxService {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if let Some(resp) = crate::introspect::serve(&self.shared, &req) {
+            return resp;
+        }
         let Some(endpoint) = self.endpoint_for(req.uri().path()).cloned() else {
             return plain(StatusCode::NOT_FOUND, "not found");
         };

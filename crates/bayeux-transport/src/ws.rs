@@ -282,7 +282,9 @@ where
     'socket: loop {
         if pending_input && !writer.busy() && !closing {
             pending_input = false;
-            if !handle_input(
+            // Boxed: the socket's task keeps only a pointer for this step while it is idle
+            // (an asynchronous security policy may make the step wait).
+            if !Box::pin(handle_input(
                 shared,
                 &ctx,
                 &mut parser,
@@ -293,7 +295,9 @@ where
                 &mut pong,
                 &mut farewell,
                 &mut closing,
-            ) {
+            ))
+            .await
+            {
                 break;
             }
             if rbuf.is_empty() {
@@ -457,7 +461,7 @@ where
 /// pings are owed a pong, a close or a framing error ends the socket. Returns `false` when the
 /// socket must end at once.
 #[allow(clippy::too_many_arguments)]
-fn handle_input(
+async fn handle_input(
     shared: &Shared,
     ctx: &RequestContext,
     parser: &mut FrameParser,
@@ -489,7 +493,10 @@ fn handle_input(
                 match decode_batch(&t, &limits) {
                     Ok(batch) => {
                         shared.metrics.add_in(batch.len());
-                        let mut outcome = engine.handle_batch(ctx, batch, Instant::now());
+                        // The asynchronous security policy, if any, runs here without
+                        // blocking the runtime.
+                        let batch = engine.authorize(ctx, batch).await;
+                        let mut outcome = engine.handle_authorized(ctx, batch, Instant::now());
                         if let Some(s) = outcome.session.take()
                             && !s.is_closed()
                         {

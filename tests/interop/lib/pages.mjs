@@ -32,6 +32,7 @@ export const PAGE_FILES = {
     "/app.mjs": [path.join(HERE, "browser", "app.mjs"), JS],
     "/attack.html": [path.join(HERE, "browser", "attack.html"), HTML],
     "/attack.mjs": [path.join(HERE, "browser", "attack.mjs"), JS],
+    "/blank.html": [path.join(HERE, "browser", "blank.html"), HTML],
 };
 
 /** [file, content type] for a page path, a cometd module (`/cometd/Name.js`), or undefined. */

@@ -195,7 +195,7 @@ fn offers_racing_a_connect_answer_are_neither_lost_nor_doubled() {
             let s = s.clone();
             thread::spawn(move || {
                 for i in 0..3u8 {
-                    assert_eq!(s.offer(&Framed::from_object(&[i])), Offer::Queued);
+                    assert_eq!(s.offer(&Framed::from_object(&[i]), false), Offer::Queued);
                 }
             })
         };

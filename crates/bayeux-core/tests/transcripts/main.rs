@@ -10,6 +10,9 @@
 //! - [`security`]: the security policy;
 //! - [`listeners`]: engine listeners;
 //! - [`in_process`]: the in-process API;
+//! - [`remote_calls`]: remote calls to `/service/**` handlers;
+//! - [`channels`]: channel hooks and settings, lazy messages;
+//! - [`introspection`]: paged listings of sessions and channels;
 //! - [`bad_input`]: what the engine does with requests it cannot use.
 //!
 //! The harness (`Transcript`, the fake clock, `Recorder`) is `tests/common/mod.rs`, shared with
@@ -21,13 +24,16 @@ mod support;
 
 mod bad_input;
 mod browsers;
+mod channels;
 mod connect;
 mod disconnect;
 mod expiry;
 mod extensions;
 mod handshake;
 mod in_process;
+mod introspection;
 mod listeners;
 mod publish;
+mod remote_calls;
 mod security;
 mod subscribe;

@@ -471,7 +471,8 @@ pub fn check_targets(all: &[RunReport], server: &str) -> Vec<TargetCheck> {
 /// (one publisher, a few messages in flight: one write per delivery).
 pub fn check_peer_ratios(all: &[RunReport], ours: &str, peer: &str) -> Vec<TargetCheck> {
     let small = |r: &RunReport| r.target_rate == 0.0 && r.publishers == 1;
-    let cases: [(&str, fn(&RunReport) -> bool); 2] = [
+    type Case = (&'static str, fn(&RunReport) -> bool);
+    let cases: [Case; 2] = [
         ("long-polling fan-out, 200 subscribers, 1 publisher", |r| {
             r.transport == "long-polling" && r.scenario == "fanout" && r.sessions == 200
         }),

@@ -15,6 +15,9 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p bayeux-core --features model-check --all-targets -- -D warnings
 
+step "documentation (rustdoc warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
 step "unit, integration, property and abuse tests"
 # Tests that need an external program (redis-server) fail here rather than print "skipped:".
 BAYEUX_REQUIRE_EXTERNAL=1 cargo test --workspace

@@ -18,14 +18,18 @@ use bayeux_core::{Engine, EngineConfig, LocalSession};
 use bayeux_redis::{RedisBackplane, RedisConfig};
 use parking_lot::Mutex;
 
+/// `BAYEUX_REDIS_SERVER`, else the usual places; `None` when the binary does not exist.
 fn redis_binary() -> Option<String> {
-    if let Ok(b) = std::env::var("BAYEUX_REDIS_SERVER") {
-        return Some(b);
-    }
-    ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+    let candidates = match std::env::var("BAYEUX_REDIS_SERVER") {
+        Ok(b) => vec![b],
+        Err(_) => vec![
+            "/usr/bin/redis-server".to_owned(),
+            "/usr/local/bin/redis-server".to_owned(),
+        ],
+    };
+    candidates
         .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .map(str::to_owned)
+        .find(|p| std::path::Path::new(p).is_file())
 }
 
 fn free_port() -> u16 {

@@ -11,6 +11,28 @@
 //!
 //! It does not know about calls, users or any application: authentication comes in through an
 //! [`auth::Authenticator`], authorization through the core's `SecurityPolicy`.
+//!
+//! A standalone server (`examples/embedding.rs`, the same program as the repository README's
+//! embedding example, which a test keeps identical):
+//!
+#![doc = concat!("```rust,no_run\n", include_str!("../examples/embedding.rs"), "```")]
+//!
+//! Mounted in an axum router instead, with the graceful stop left to the host:
+//!
+//! ```no_run
+//! # async fn f() -> std::io::Result<()> {
+//! use bayeux_core::{Engine, EngineConfig};
+//! use bayeux_transport::{BayeuxService, TransportConfig};
+//!
+//! let (service, _shutdown) =
+//!     BayeuxService::new(Engine::new(EngineConfig::default()), TransportConfig::default());
+//! // The service routes on the full path (`/cometd/handshake`, ...): `route_service` keeps it,
+//! // where `nest_service` would strip the prefix.
+//! let app: axum::Router = axum::Router::new()
+//!     .route_service("/cometd", service.clone())
+//!     .route_service("/cometd/{*rest}", service);
+//! # let _ = app; Ok(()) }
+//! ```
 
 pub mod auth;
 pub mod config;

@@ -25,7 +25,7 @@
 //! What it does not do: listen on sockets, serve the Bayeux endpoint (that is
 //! `bayeux-transport`), transfers and conferences, agent states, or persistence.
 //!
-//! Choices where the contract is silent (see `shared/spec/voice-api.md`):
+//! Choices where the contract is silent (the contract: `docs/voice-api.md` in the repository):
 //! - `userData` belongs to the call: a user-data operation notifies every party; the recording
 //!   keys `GSIP_RECORD` / `GSIP_REC_FN` belong to the recording user's leg and show only in
 //!   that user's view; `AttachUserData` and `UpdateUserData` both add or overwrite keys;

@@ -5,6 +5,25 @@
 //! default. With a Redis URL (`--redis`, `[redis] url`) several nodes form one server through
 //! the `bayeux-redis` backplane. The binary is `bayeux-server`; this library lets tests and
 //! embedders build the same application in-process.
+//!
+//! The application in-process, on a free port, answering its health check:
+//!
+//! ```
+//! use bayeux_server::{App, ServerConfig};
+//! use http_body_util::BodyExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), String> {
+//! let config: ServerConfig = toml::from_str("[bayeux]\ntimeout_ms = 20000").map_err(|e| e.to_string())?;
+//! let app = App::build_for(&config, "127.0.0.1:8080".parse().unwrap())?;
+//! let reply = app.handle(http::Request::get("/healthz").body(String::new()).unwrap()).await;
+//! assert_eq!(reply.status(), 200);
+//! let body = reply.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(&body[..], b"ok\n");
+//! // Serving it: `app.run(listener, stop_signal, grace).await` (see the binary's main.rs).
+//! # app.shutdown_handle().shutdown();
+//! # Ok(()) }
+//! ```
 
 pub mod config;
 

@@ -43,14 +43,19 @@ mod polling;
 mod server;
 mod service;
 mod shared;
+mod tls;
 mod ws;
 
 pub use config::{CookieConfig, Endpoint, Origins, SameSite, TransportConfig};
 pub use cookie::cookie_value;
 pub use metrics::Metrics;
 pub use server::serve;
+#[cfg(feature = "tls")]
+pub use server::serve_tls;
 pub use service::{BayeuxService, ShutdownHandle};
 pub use shared::Body;
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;
 
 /// The wall clock, in milliseconds since the Unix epoch: what the core's timesync extension
 /// reports as server time (`bayeux_core::TimesyncExtension::new(bayeux_transport::epoch_ms)`).

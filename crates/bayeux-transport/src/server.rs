@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::conn::Conn;
 use crate::service::BayeuxService;
+use crate::tls::{Acceptor, Io};
 use bayeux_core::ConnectionQuota;
 use hyper::body::Incoming;
 
@@ -27,6 +28,56 @@ use hyper::body::Incoming;
 /// within [`crate::TransportConfig::write_deadline`] drops the connection.
 pub async fn serve<S, F>(
     listener: TcpListener,
+    bayeux: BayeuxService,
+    service: S,
+    shutdown: F,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<crate::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    F: Future<Output = ()>,
+{
+    serve_on(listener, None, bayeux, service, shutdown, grace).await
+}
+
+/// As [`serve`], over TLS (cargo feature `tls`): every accepted connection first completes a
+/// TLS handshake (within the header read timeout) with `tls`'s current certificate, offering
+/// ALPN `h2` and `http/1.1`.
+#[cfg(feature = "tls")]
+pub async fn serve_tls<S, F>(
+    listener: TcpListener,
+    tls: crate::TlsConfig,
+    bayeux: BayeuxService,
+    service: S,
+    shutdown: F,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<crate::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    F: Future<Output = ()>,
+{
+    serve_on(listener, Some(tls), bayeux, service, shutdown, grace).await
+}
+
+async fn serve_on<S, F>(
+    listener: TcpListener,
+    tls: Option<Acceptor>,
     bayeux: BayeuxService,
     service: S,
     shutdown: F,
@@ -95,6 +146,7 @@ where
             service.call(req)
         });
         let mut closing = closing_rx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             // hyper's header read timeout starts only once the HTTP version is known, after the
             // first bytes: a client that connects and sends nothing would keep its slot forever.
@@ -106,8 +158,11 @@ where
                 _ = closing.wait_for(|c| *c) => false,
             };
             if readable {
+                let Some(io) = Io::accept(conn, tls.as_ref(), first_byte_timeout).await else {
+                    return;
+                };
                 let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(conn), service)
+                    .serve_connection_with_upgrades(TokioIo::new(io), service)
                     .into_owned();
                 if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(error = %e, "connection ended with an error");

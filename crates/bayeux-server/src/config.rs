@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bayeux_core::{EngineConfig, Limits, OverflowPolicy};
@@ -33,6 +33,28 @@ pub struct ServerConfig {
     /// The Redis backplane joining several nodes (`[redis] url = "redis://..."`); without a
     /// `url` the server is a single node and needs no Redis.
     pub redis: RedisConfig,
+    /// HTTPS on the listening port (`[tls] cert`, `key`); without them, cleartext HTTP.
+    pub tls: TlsSection,
+}
+
+/// `[tls]`: the PEM files of the server's certificate chain and private key. Both or neither;
+/// with them the port speaks HTTPS only (HTTP/2 and HTTP/1.1 through ALPN), and `SIGHUP`
+/// reloads the two files without a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// Certificate chain, PEM: the server's certificate first, then its intermediates.
+    pub cert: Option<PathBuf>,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+impl TlsSection {
+    /// Whether TLS is configured (both files given; [`ServerConfig::validate`] refuses one
+    /// without the other).
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
+    }
 }
 
 impl Default for ServerConfig {
@@ -45,6 +67,7 @@ impl Default for ServerConfig {
             bayeux: BayeuxSection::default(),
             voice: VoiceConfig::default(),
             redis: RedisConfig::default(),
+            tls: TlsSection::default(),
         }
     }
 }
@@ -211,6 +234,25 @@ impl ServerConfig {
         self.log.directives()?;
         if self.redis.enabled() {
             self.redis.validate()?;
+        }
+        match (&self.tls.cert, &self.tls.key) {
+            (None, None) => {}
+            (Some(_), None) | (None, Some(_)) => {
+                return Err("tls.cert and tls.key go together: give both or neither".into());
+            }
+            #[cfg(feature = "tls")]
+            (Some(cert), Some(key)) => {
+                bayeux_transport::TlsConfig::from_pem_files(cert, key)
+                    .map_err(|e| format!("tls: {e}"))?;
+            }
+            #[cfg(not(feature = "tls"))]
+            (Some(_), Some(_)) => {
+                return Err(
+                    "tls: this bayeux-server was built without TLS (cargo feature \
+                            `tls`)"
+                        .into(),
+                );
+            }
         }
         if self.voice_enabled {
             self.voice.validate().map_err(|e| format!("voice: {e}"))?;
@@ -394,9 +436,11 @@ pub const ENV_PREFIX: &str = "BAYEUX_";
 
 /// Settings whose default is "unset", so that they do not appear in the serialized defaults:
 /// their dotted path and the kind of value they take.
-const OPTIONAL_KEYS: [(&str, ValueKind); 2] = [
+const OPTIONAL_KEYS: [(&str, ValueKind); 4] = [
     ("bayeux.callback_polling", ValueKind::Other),
     ("redis.url", ValueKind::String),
+    ("tls.cert", ValueKind::String),
+    ("tls.key", ValueKind::String),
 ];
 
 /// How an environment variable's text becomes a TOML value.
@@ -592,6 +636,8 @@ mod tests {
             "BAYEUX_VOICE_USERS",
             "BAYEUX_REDIS_URL",
             "BAYEUX_REDIS_NAMESPACE",
+            "BAYEUX_TLS_CERT",
+            "BAYEUX_TLS_KEY",
         ] {
             assert!(names.iter().any(|n| n == name), "{name}");
         }

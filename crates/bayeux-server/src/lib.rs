@@ -44,7 +44,15 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use tokio::net::TcpListener;
 
+#[cfg(feature = "tls")]
+pub use bayeux_transport::TlsConfig;
 pub use config::ServerConfig;
+
+/// The TLS settings `run_on` may serve with (nothing exists without the `tls` feature).
+#[cfg(feature = "tls")]
+type Tls = bayeux_transport::TlsConfig;
+#[cfg(not(feature = "tls"))]
+enum Tls {}
 
 /// Appends more Prometheus text to every `/metrics` answer (see [`App::with_metrics`]).
 type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
@@ -89,7 +97,12 @@ impl App {
         let voice = if config.voice_enabled {
             let mut vc = config.voice.clone();
             if vc.public_base_url == VoiceConfig::default().public_base_url {
-                vc.public_base_url = format!("http://{addr}");
+                let scheme = if config.tls.enabled() {
+                    "https"
+                } else {
+                    "http"
+                };
+                vc.public_base_url = format!("{scheme}://{addr}");
             }
             let voice = VoiceApi::new(vc, engine.clone()).map_err(|e| format!("voice: {e}"))?;
             engine.set_security_policy(Arc::new(voice.security_policy()));
@@ -207,6 +220,29 @@ impl App {
         stop: impl Future<Output = ()>,
         grace: Duration,
     ) -> std::io::Result<()> {
+        self.run_on(listener, None, stop, grace).await
+    }
+
+    /// As [`App::run`], over TLS with `tls` (whose [`bayeux_transport::TlsConfig::reload`]
+    /// takes effect for the connections accepted afterwards).
+    #[cfg(feature = "tls")]
+    pub async fn run_tls(
+        self,
+        listener: TcpListener,
+        tls: bayeux_transport::TlsConfig,
+        stop: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        self.run_on(listener, Some(tls), stop, grace).await
+    }
+
+    async fn run_on(
+        self,
+        listener: TcpListener,
+        tls: Option<Tls>,
+        stop: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
         let bayeux = self.bayeux.clone();
         let backplane = self.backplane.clone();
@@ -214,7 +250,13 @@ impl App {
             stop.await;
             shutdown.shutdown();
         };
-        let result = bayeux_transport::serve(listener, bayeux, self, stop, grace).await;
+        let result = match tls {
+            None => bayeux_transport::serve(listener, bayeux, self, stop, grace).await,
+            #[cfg(feature = "tls")]
+            Some(tls) => {
+                bayeux_transport::serve_tls(listener, tls, bayeux, self, stop, grace).await
+            }
+        };
         if let Some(bp) = backplane {
             bp.shutdown();
         }

@@ -60,6 +60,13 @@ struct Cli {
     /// origin, e.g. `https://voice.example.com` [env: BAYEUX_VOICE_PUBLIC_BASE_URL].
     #[arg(long, value_name = "URL")]
     public_base_url: Option<String>,
+    /// Certificate chain (PEM) for HTTPS on the listening port; with --tls-key
+    /// [env: BAYEUX_TLS_CERT]. SIGHUP reloads it.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert [env: BAYEUX_TLS_KEY].
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Do not serve the voice API emulation [env: BAYEUX_VOICE_ENABLED=false].
     #[arg(long)]
     no_voice: bool,
@@ -129,6 +136,12 @@ fn configure(cli: Cli) -> Result<(ServerConfig, Vec<String>), String> {
     if let Some(url) = cli.public_base_url {
         config.voice.public_base_url = url;
     }
+    if let Some(cert) = cli.tls_cert {
+        config.tls.cert = Some(cert);
+    }
+    if let Some(key) = cli.tls_key {
+        config.tls.key = Some(key);
+    }
     if cli.no_voice {
         config.voice_enabled = false;
     }
@@ -193,6 +206,13 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: ServerConfig) -> Result<(), String> {
+    #[cfg(feature = "tls")]
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(
+            bayeux_server::TlsConfig::from_pem_files(cert, key).map_err(|e| format!("tls: {e}"))?,
+        ),
+        _ => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -200,21 +220,62 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     let app = App::build_for(&config, addr)?;
     #[cfg(feature = "jemalloc")]
     let app = app.with_metrics(allocator::render_metrics);
+    let scheme = if config.tls.enabled() {
+        "https"
+    } else {
+        "http"
+    };
     // Scripts and tests read this line to find the port.
     println!(
-        "bayeux-server listening on http://{addr} (Bayeux endpoint {})",
+        "bayeux-server listening on {scheme}://{addr} (Bayeux endpoint {})",
         config.bayeux.path
     );
-    tracing::info!(%addr, path = %config.bayeux.path, "listening");
-    app.run(
-        listener,
-        shutdown_signal(),
-        Duration::from_secs(config.shutdown_grace_secs),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    tracing::info!(%addr, %scheme, path = %config.bayeux.path, "listening");
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    #[cfg(feature = "tls")]
+    let served = match tls {
+        Some(tls) => {
+            reload_on_sighup(tls.clone());
+            app.run_tls(listener, tls, shutdown_signal(), grace).await
+        }
+        None => app.run(listener, shutdown_signal(), grace).await,
+    };
+    #[cfg(not(feature = "tls"))]
+    let served = app.run(listener, shutdown_signal(), grace).await;
+    served.map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads the certificate and key files on each SIGHUP (after a renewal); a failed reload is
+/// logged and the current certificate stays.
+#[cfg(feature = "tls")]
+fn reload_on_sighup(tls: bayeux_server::TlsConfig) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: certificates reload only on restart");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => {
+                        tracing::info!(cert = %tls.cert_path().display(), "TLS certificate reloaded")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS certificate reload failed; keeping the current one")
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 async fn shutdown_signal() {

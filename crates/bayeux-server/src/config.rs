@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bayeux_core::{EngineConfig, Limits, OverflowPolicy};
+#[cfg(feature = "redis")]
 use bayeux_redis::RedisConfig;
 use bayeux_transport::{CookieConfig, Endpoint, Origins, SameSite, TransportConfig};
+#[cfg(feature = "voice")]
 use bayeux_voice::VoiceConfig;
 use serde::{Deserialize, Serialize};
 
@@ -28,10 +30,12 @@ pub struct ServerConfig {
     pub voice_enabled: bool,
     /// The Bayeux engine and its transports.
     pub bayeux: BayeuxSection,
-    /// The voice API emulation (users, devices, origins, ...).
+    /// The voice API emulation (users, devices, origins, ...). Cargo feature `voice`.
+    #[cfg(feature = "voice")]
     pub voice: VoiceConfig,
     /// The Redis backplane joining several nodes (`[redis] url = "redis://..."`); without a
-    /// `url` the server is a single node and needs no Redis.
+    /// `url` the server is a single node and needs no Redis. Cargo feature `redis`.
+    #[cfg(feature = "redis")]
     pub redis: RedisConfig,
     /// HTTPS on the listening port (`[tls] cert`, `key`); without them, cleartext HTTP.
     pub tls: TlsSection,
@@ -63,9 +67,11 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             log: LogFilter("info".into()),
             shutdown_grace_secs: 5,
-            voice_enabled: true,
+            voice_enabled: cfg!(feature = "voice"),
             bayeux: BayeuxSection::default(),
+            #[cfg(feature = "voice")]
             voice: VoiceConfig::default(),
+            #[cfg(feature = "redis")]
             redis: RedisConfig::default(),
             tls: TlsSection::default(),
         }
@@ -232,6 +238,8 @@ impl ServerConfig {
         self.engine()?;
         self.transport()?;
         self.log.directives()?;
+        self.check_features()?;
+        #[cfg(feature = "redis")]
         if self.redis.enabled() {
             self.redis.validate()?;
         }
@@ -254,6 +262,7 @@ impl ServerConfig {
                 );
             }
         }
+        #[cfg(feature = "voice")]
         if self.voice_enabled {
             self.voice.validate().map_err(|e| format!("voice: {e}"))?;
             if self.listen.ip().is_unspecified()
@@ -267,6 +276,18 @@ impl ServerConfig {
                     self.listen
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses what this build cannot serve: the voice API without the `voice` feature.
+    pub fn check_features(&self) -> Result<(), String> {
+        if self.voice_enabled && !cfg!(feature = "voice") {
+            return Err(
+                "voice_enabled = true, but this bayeux-server was built without the voice \
+                        API (cargo feature `voice`)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -436,8 +457,9 @@ pub const ENV_PREFIX: &str = "BAYEUX_";
 
 /// Settings whose default is "unset", so that they do not appear in the serialized defaults:
 /// their dotted path and the kind of value they take.
-const OPTIONAL_KEYS: [(&str, ValueKind); 4] = [
+const OPTIONAL_KEYS: &[(&str, ValueKind)] = &[
     ("bayeux.callback_polling", ValueKind::Other),
+    #[cfg(feature = "redis")]
     ("redis.url", ValueKind::String),
     ("tls.cert", ValueKind::String),
     ("tls.key", ValueKind::String),
@@ -544,6 +566,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "voice", feature = "redis"))]
     fn redis_section() {
         assert!(!ServerConfig::default().redis.enabled());
         let c: ServerConfig =
@@ -587,8 +610,10 @@ mod tests {
         assert!(c.transport().is_err());
     }
 
+    #[cfg(all(feature = "voice", feature = "redis"))]
     const EXAMPLE: &str = include_str!("../config.example.toml");
 
+    #[cfg(all(feature = "voice", feature = "redis"))]
     fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
         vars.iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -596,6 +621,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "voice", feature = "redis"))]
     fn the_example_file_is_the_defaults_and_names_every_setting() {
         let c = ServerConfig::parse_file(EXAMPLE, "config.example.toml").unwrap();
         assert_eq!(c, ServerConfig::default());
@@ -618,6 +644,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "voice", feature = "redis"))]
     fn environment_variable_names_are_distinct_and_cover_every_section() {
         let keys = setting_keys();
         let mut names: Vec<String> = keys.iter().map(|(p, _)| env_key(p)).collect();
@@ -644,6 +671,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "voice", feature = "redis"))]
     fn the_environment_overrides_the_file() {
         let file = "listen = \"127.0.0.1:7000\"\n[bayeux]\ntimeout_ms = 1000\nmax_queue = 5\n";
         let (c, ignored) = ServerConfig::from_sources(
@@ -697,6 +725,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "voice", feature = "redis"))]
     fn bad_values_name_their_line_or_variable() {
         let cases = [
             ("[bayeux]\noverflow = \"drop-newest\"", "line 2"),
@@ -727,6 +756,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "voice", feature = "redis"))]
     fn an_unspecified_listen_address_needs_the_public_url() {
         let (c, _) =
             ServerConfig::from_sources(None, env(&[("BAYEUX_LISTEN", "0.0.0.0:8080")])).unwrap();
@@ -753,6 +783,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "voice", feature = "redis"))]
     fn the_printed_configuration_reads_back_the_same() {
         let (c, _) = ServerConfig::from_sources(
             None,

@@ -6,6 +6,11 @@
 //! the `bayeux-redis` backplane. The binary is `bayeux-server`; this library lets tests and
 //! embedders build the same application in-process.
 //!
+//! Settings come from flags, `BAYEUX_*` environment variables, the file and the defaults, in
+//! that order of precedence ([`config`], [`ServerConfig::from_sources`]). Cargo features, all
+//! on by default: `voice` (the voice API), `redis` (the backplane), `tls` (HTTPS with
+//! `App::run_tls`) and `jemalloc` (the binary's allocator).
+//!
 //! The application in-process, on a free port, answering its health check:
 //!
 //! ```
@@ -35,9 +40,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bayeux_core::{AckExtension, Engine, TimesyncExtension};
+#[cfg(feature = "redis")]
 use bayeux_redis::RedisBackplane;
+#[cfg(feature = "voice")]
 use bayeux_transport::auth::Authenticator;
 use bayeux_transport::{BayeuxService, Body, ShutdownHandle};
+#[cfg(feature = "voice")]
 use bayeux_voice::{VoiceApi, VoiceConfig};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -62,7 +70,9 @@ type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
 pub struct App {
     bayeux: BayeuxService,
     shutdown: ShutdownHandle,
+    #[cfg(feature = "voice")]
     voice: Option<VoiceApi>,
+    #[cfg(feature = "redis")]
     backplane: Option<Arc<RedisBackplane>>,
     extra_metrics: Vec<MetricsSource>,
 }
@@ -83,9 +93,11 @@ impl App {
     /// As [`App::build`], for a server actually listening on `addr` (used for the voice API's
     /// URIs when the configuration does not set `voice.public_base_url`).
     pub fn build_for(config: &ServerConfig, addr: SocketAddr) -> Result<App, String> {
+        config.check_features()?;
         let engine = Engine::new(config.engine()?);
         // Before anything creates sessions: the backplane learns local interest from the
         // engine's listener events. Redis being unreachable does not fail the start.
+        #[cfg(feature = "redis")]
         let backplane = if config.redis.enabled() {
             Some(RedisBackplane::start(&engine, &config.redis).map_err(|e| e.to_string())?)
         } else {
@@ -93,7 +105,11 @@ impl App {
         };
         engine.add_extension(Arc::new(AckExtension));
         engine.add_extension(Arc::new(TimesyncExtension::new(bayeux_transport::epoch_ms)));
+        #[cfg_attr(not(feature = "voice"), allow(unused_mut))]
         let mut transport = config.transport()?;
+        #[cfg(not(feature = "voice"))]
+        let _ = addr;
+        #[cfg(feature = "voice")]
         let voice = if config.voice_enabled {
             let mut vc = config.voice.clone();
             if vc.public_base_url == VoiceConfig::default().public_base_url {
@@ -121,7 +137,9 @@ impl App {
         Ok(App {
             bayeux,
             shutdown,
+            #[cfg(feature = "voice")]
             voice,
+            #[cfg(feature = "redis")]
             backplane,
             extra_metrics: Vec::new(),
         })
@@ -137,11 +155,13 @@ impl App {
     }
 
     /// The voice API, when enabled.
+    #[cfg(feature = "voice")]
     pub fn voice(&self) -> Option<&VoiceApi> {
         self.voice.as_ref()
     }
 
     /// The Redis backplane, when configured.
+    #[cfg(feature = "redis")]
     pub fn backplane(&self) -> Option<&Arc<RedisBackplane>> {
         self.backplane.as_ref()
     }
@@ -187,6 +207,7 @@ impl App {
             }
             "/metrics" => {
                 let mut body = self.bayeux.render_metrics();
+                #[cfg(feature = "redis")]
                 if let Some(bp) = &self.backplane {
                     body.push_str(&bp.render_metrics());
                 }
@@ -204,6 +225,7 @@ impl App {
                 text(StatusCode::OK, "text/plain; version=0.0.4", body)
             }
             p if self.bayeux.matches(p) => self.bayeux.handle(req).await,
+            #[cfg(feature = "voice")]
             p if self.voice.as_ref().is_some_and(|v| v.matches(p)) => match &self.voice {
                 // Boxed: the voice future is large and would size every held connect.
                 Some(v) => Box::pin(v.handle(req)).await,
@@ -245,6 +267,7 @@ impl App {
     ) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
         let bayeux = self.bayeux.clone();
+        #[cfg(feature = "redis")]
         let backplane = self.backplane.clone();
         let stop = async move {
             stop.await;
@@ -257,6 +280,7 @@ impl App {
                 bayeux_transport::serve_tls(listener, tls, bayeux, self, stop, grace).await
             }
         };
+        #[cfg(feature = "redis")]
         if let Some(bp) = backplane {
             bp.shutdown();
         }

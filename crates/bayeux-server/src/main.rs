@@ -131,10 +131,26 @@ fn configure(cli: Cli) -> Result<(ServerConfig, Vec<String>), String> {
         config.bayeux.cookie_secure = true;
     }
     if let Some(url) = cli.redis {
-        config.redis.url = Some(url);
+        #[cfg(feature = "redis")]
+        {
+            config.redis.url = Some(url);
+        }
+        #[cfg(not(feature = "redis"))]
+        return Err(format!(
+            "--redis {url}: this bayeux-server was built without the Redis backplane (cargo \
+             feature `redis`)"
+        ));
     }
     if let Some(url) = cli.public_base_url {
-        config.voice.public_base_url = url;
+        #[cfg(feature = "voice")]
+        {
+            config.voice.public_base_url = url;
+        }
+        #[cfg(not(feature = "voice"))]
+        return Err(format!(
+            "--public-base-url {url}: this bayeux-server was built without the voice API \
+             (cargo feature `voice`)"
+        ));
     }
     if let Some(cert) = cli.tls_cert {
         config.tls.cert = Some(cert);

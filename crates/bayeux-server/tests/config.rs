@@ -1,6 +1,9 @@
 //! The binary's configuration layers, run as an operator would: `--print-config` and
 //! `--check-config` with a file, `BAYEUX_*` variables, `RUST_LOG` and flags; and the README's
-//! copy of the example file.
+//! copy of the example file. The example has every section, so these need the default
+//! features (`voice`, `redis`, `tls`).
+
+#![cfg(all(feature = "voice", feature = "redis", feature = "tls"))]
 
 use std::io::Write as _;
 use std::process::{Command, Output};

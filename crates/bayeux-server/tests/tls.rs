@@ -2,7 +2,7 @@
 //! the `listening on https://` line, a Bayeux handshake over TLS, `/healthz` over HTTP/2 ALPN,
 //! the voice API's URIs in https, and the certificate reloaded on SIGHUP.
 
-#![cfg(feature = "tls")]
+#![cfg(all(feature = "tls", feature = "voice"))]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -12,6 +12,9 @@
 //! It does not know about calls, users or any application: authentication comes in through an
 //! [`auth::Authenticator`], authorization through the core's `SecurityPolicy`.
 //!
+//! With the cargo feature `tls`, `serve_tls` serves HTTPS (rustls, ALPN `h2` and `http/1.1`)
+//! with a `TlsConfig` read from PEM files and reloadable while serving.
+//!
 //! A standalone server (`examples/embedding.rs`, the same program as the repository README's
 //! embedding example, which a test keeps identical):
 //!

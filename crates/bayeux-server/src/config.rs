@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Log filter (`info`, `debug`, `bayeux_transport=trace`, ...), checked at start.
     pub log: LogFilter,
+    /// Log line format: `text` (human-readable) or `json` (one JSON object per line).
+    pub log_format: LogFormat,
     /// Seconds allowed for graceful shutdown.
     pub shutdown_grace_secs: u64,
     /// Whether the voice API emulation (`/api/v2`) and its notifications endpoint are served.
@@ -39,6 +41,28 @@ pub struct ServerConfig {
     pub redis: RedisConfig,
     /// HTTPS on the listening port (`[tls] cert`, `key`); without them, cleartext HTTP.
     pub tls: TlsSection,
+    /// A separate listener for `/metrics`, `/healthz` and `/readyz` (`[admin] listen`).
+    pub admin: AdminSection,
+}
+
+/// `[admin]`: an optional second listener, for operators only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, in cleartext, e.g.
+    /// `127.0.0.1:9090`. When set, the public port no longer serves `/metrics` (it keeps
+    /// `/healthz` and `/readyz` for load balancers). Unset: everything on the public port.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `log_format`: how log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`, `spans`).
+    Json,
 }
 
 /// `[tls]`: the PEM files of the server's certificate chain and private key. Both or neither;
@@ -66,6 +90,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             log: LogFilter("info".into()),
+            log_format: LogFormat::Text,
             shutdown_grace_secs: 5,
             voice_enabled: cfg!(feature = "voice"),
             bayeux: BayeuxSection::default(),
@@ -74,6 +99,7 @@ impl Default for ServerConfig {
             #[cfg(feature = "redis")]
             redis: RedisConfig::default(),
             tls: TlsSection::default(),
+            admin: AdminSection::default(),
         }
     }
 }
@@ -463,6 +489,7 @@ const OPTIONAL_KEYS: &[(&str, ValueKind)] = &[
     ("redis.url", ValueKind::String),
     ("tls.cert", ValueKind::String),
     ("tls.key", ValueKind::String),
+    ("admin.listen", ValueKind::String),
 ];
 
 /// How an environment variable's text becomes a TOML value.
@@ -665,6 +692,8 @@ mod tests {
             "BAYEUX_REDIS_NAMESPACE",
             "BAYEUX_TLS_CERT",
             "BAYEUX_TLS_KEY",
+            "BAYEUX_ADMIN_LISTEN",
+            "BAYEUX_LOG_FORMAT",
         ] {
             assert!(names.iter().any(|n| n == name), "{name}");
         }

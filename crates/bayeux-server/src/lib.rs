@@ -75,6 +75,8 @@ pub struct App {
     #[cfg(feature = "redis")]
     backplane: Option<Arc<RedisBackplane>>,
     extra_metrics: Vec<MetricsSource>,
+    /// Whether the public port serves `/metrics` (not when an admin listener does).
+    public_metrics: bool,
 }
 
 impl std::fmt::Debug for App {
@@ -142,6 +144,7 @@ impl App {
             #[cfg(feature = "redis")]
             backplane,
             extra_metrics: Vec::new(),
+            public_metrics: config.admin.listen.is_none(),
         })
     }
 
@@ -187,24 +190,47 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        match req.uri().path() {
+        let path = req.uri().path();
+        if path == "/healthz" || path == "/readyz" || (path == "/metrics" && self.public_metrics) {
+            return self.admin_response(path);
+        }
+        match path {
+            p if self.bayeux.matches(p) => self.bayeux.handle(req).await,
+            #[cfg(feature = "voice")]
+            p if self.voice.as_ref().is_some_and(|v| v.matches(p)) => match &self.voice {
+                // Boxed: the voice future is large and would size every held connect.
+                Some(v) => Box::pin(v.handle(req)).await,
+                None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+            },
+            _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        }
+    }
+
+    /// The operators' endpoints, on the public port or the admin listener: `/healthz`
+    /// (liveness: 200 until shutdown starts), `/readyz` (readiness: 200 while serving and, with a
+    /// Redis backplane, while Redis is connected; 503 with the reason otherwise) and `/metrics`
+    /// (Prometheus text). Anything else: 404.
+    pub fn admin_response(&self, path: &str) -> Response<Body> {
+        match path {
             "/healthz" => {
-                let status = if self.shutdown.is_shutdown() {
-                    StatusCode::SERVICE_UNAVAILABLE
+                if self.shutdown.is_shutdown() {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "shutting down\n".into(),
+                    )
                 } else {
-                    StatusCode::OK
-                };
-                text(
-                    status,
-                    "text/plain",
-                    if status.is_success() {
-                        "ok\n"
-                    } else {
-                        "shutting down\n"
-                    }
-                    .into(),
-                )
+                    text(StatusCode::OK, "text/plain", "ok\n".into())
+                }
             }
+            "/readyz" => match self.not_ready() {
+                Some(reason) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {reason}\n"),
+                ),
+                None => text(StatusCode::OK, "text/plain", "ready\n".into()),
+            },
             "/metrics" => {
                 let mut body = self.bayeux.render_metrics();
                 #[cfg(feature = "redis")]
@@ -224,14 +250,71 @@ impl App {
                 }
                 text(StatusCode::OK, "text/plain; version=0.0.4", body)
             }
-            p if self.bayeux.matches(p) => self.bayeux.handle(req).await,
-            #[cfg(feature = "voice")]
-            p if self.voice.as_ref().is_some_and(|v| v.matches(p)) => match &self.voice {
-                // Boxed: the voice future is large and would size every held connect.
-                Some(v) => Box::pin(v.handle(req)).await,
-                None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-            },
             _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        }
+    }
+
+    /// Why this node should not get new clients now, if it should not.
+    fn not_ready(&self) -> Option<&'static str> {
+        if self.shutdown.is_shutdown() {
+            return Some("shutting down");
+        }
+        #[cfg(feature = "redis")]
+        if self.backplane.as_ref().is_some_and(|bp| !bp.is_connected()) {
+            return Some("redis backplane not connected");
+        }
+        None
+    }
+
+    /// Serves [`App::admin_response`] on `listener` (cleartext HTTP/1.1 and HTTP/2) until `stop`
+    /// completes. At most 64 connections at once (more are closed at accept), each request's
+    /// headers within 10 s; request bodies are not read.
+    pub async fn serve_admin(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        const MAX_ADMIN_CONNECTIONS: usize = 64;
+        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10));
+        let builder = Arc::new(builder);
+        tokio::pin!(stop);
+        loop {
+            let (stream, _) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut stop => return Ok(()),
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                continue;
+            };
+            let app = self.clone();
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let resp = app.admin_response(req.uri().path());
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(60),
+                    builder.serve_connection(io, service),
+                )
+                .await;
+                drop(permit);
+            });
         }
     }
 

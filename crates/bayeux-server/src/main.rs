@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bayeux_server::App;
 use bayeux_server::ServerConfig;
-use bayeux_server::config::LogFilter;
+use bayeux_server::config::{LogFilter, LogFormat};
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -30,6 +30,13 @@ struct Cli {
     /// Log filter, e.g. `info` or `warn,bayeux_transport=debug` [env: RUST_LOG, BAYEUX_LOG].
     #[arg(long)]
     log_level: Option<String>,
+    /// Log line format: `text` or `json` [env: BAYEUX_LOG_FORMAT].
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Separate listener for /metrics, /healthz and /readyz, e.g. 127.0.0.1:9090; /metrics
+    /// then leaves the public port [env: BAYEUX_ADMIN_LISTEN].
+    #[arg(long, value_name = "ADDR:PORT")]
+    admin_listen: Option<SocketAddr>,
     /// Origin allowed to use the Bayeux endpoint cross-origin (repeatable; default: any)
     /// [env: BAYEUX_ALLOW_ORIGINS, comma-separated].
     #[arg(long = "allow-origin")]
@@ -108,6 +115,16 @@ fn configure(cli: Cli) -> Result<(ServerConfig, Vec<String>), String> {
     }
     if let Some(l) = cli.log_level {
         config.log = LogFilter::new(&l).map_err(|e| format!("--log-level: {e}"))?;
+    }
+    if let Some(f) = cli.log_format {
+        config.log_format = if f == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        };
+    }
+    if let Some(a) = cli.admin_listen {
+        config.admin.listen = Some(a);
     }
     if !cli.allow_origin.is_empty() {
         config.bayeux.allow_origins = cli.allow_origin;
@@ -199,10 +216,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(CONFIG_ERROR);
         }
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     #[cfg(feature = "jemalloc")]
     allocator::init();
     let rt = match tokio::runtime::Runtime::new() {
@@ -248,6 +268,19 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     );
     tracing::info!(%addr, %scheme, path = %config.bayeux.path, "listening");
     let grace = Duration::from_secs(config.shutdown_grace_secs);
+    if let Some(admin_addr) = config.admin.listen {
+        let admin = TcpListener::bind(admin_addr)
+            .await
+            .map_err(|e| format!("cannot listen on {admin_addr} (admin): {e}"))?;
+        let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
+        println!(
+            "bayeux-server admin listening on http://{admin_addr} (/metrics, /healthz, /readyz)"
+        );
+        tracing::info!(addr = %admin_addr, "admin listening");
+        // Serves until the process exits, so that during a graceful stop `/readyz` answers
+        // 503 "shutting down" while the public port drains.
+        tokio::spawn(app.clone().serve_admin(admin, std::future::pending()));
+    }
     #[cfg(feature = "tls")]
     let served = match tls {
         Some(tls) => {

@@ -1,6 +1,8 @@
 //! The operators' endpoints of the binary: `/healthz` (liveness), `/readyz` (readiness, which
 //! follows the Redis backplane), `/metrics` moved to the admin listener (`--admin-listen`), and
-//! JSON log lines (`--log-format json`).
+//! JSON log lines (`--log-format json`). Needs the `redis` feature (default).
+
+#![cfg(feature = "redis")]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -65,7 +67,11 @@ fn spawn(args: &[&str], stderr: Stdio) -> Server {
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let status = out
@@ -78,7 +84,6 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 #[test]
-#[cfg(feature = "redis")]
 fn admin_listener_takes_metrics_and_readiness_follows_redis() {
     // Nothing listens on port 1: the backplane stays unconnected.
     let server = spawn(
@@ -96,14 +101,22 @@ fn admin_listener_takes_metrics_and_readiness_follows_redis() {
     assert_eq!(status, 200);
     assert!(body.contains("bayeux_sessions"), "{body}");
     assert!(body.contains("bayeux_redis_connected 0"), "{body}");
-    assert_eq!(get(server.public, "/metrics").0, 404, "metrics left the public port");
+    assert_eq!(
+        get(server.public, "/metrics").0,
+        404,
+        "metrics left the public port"
+    );
     assert_eq!(get(admin, "/healthz"), (200, "ok\n".into()));
     assert_eq!(get(server.public, "/healthz").0, 200);
     let (status, body) = get(admin, "/readyz");
     assert_eq!(status, 503);
     assert!(body.contains("redis"), "{body}");
     assert_eq!(get(server.public, "/readyz").0, 503);
-    assert_eq!(get(admin, "/cometd").0, 404, "the admin port serves nothing else");
+    assert_eq!(
+        get(admin, "/cometd").0,
+        404,
+        "the admin port serves nothing else"
+    );
 }
 
 #[test]

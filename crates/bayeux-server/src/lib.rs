@@ -184,8 +184,37 @@ impl App {
         &self.shutdown
     }
 
-    /// Routes one request.
+    /// Routes one request, inside a `request` span (at `debug`: method, path, HTTP version) that
+    /// the transport's and the voice API's events of this request belong to, and logs its end
+    /// at `debug` (status, milliseconds taken, a held connect's hold included): an access log
+    /// with `--log-level debug` (or `bayeux_server=debug`).
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use tracing::Instrument as _;
+        let span = tracing::debug_span!(
+            "request",
+            method = %req.method(),
+            path = %req.uri().path(),
+            version = ?req.version(),
+        );
+        async move {
+            let start = std::time::Instant::now();
+            let resp = self.route(req).await;
+            tracing::debug!(
+                status = resp.status().as_u16(),
+                ms = start.elapsed().as_millis() as u64,
+                "request done"
+            );
+            resp
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn route<B>(&self, req: Request<B>) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

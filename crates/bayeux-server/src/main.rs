@@ -61,11 +61,11 @@ struct Cli {
     cookie_secure: bool,
     /// Redis URL of the backplane joining several nodes, e.g. `redis://127.0.0.1:6379`.
     /// Without it: a single node, no Redis [env: BAYEUX_REDIS_URL].
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", hide = !cfg!(feature = "redis"))]
     redis: Option<String>,
     /// The URL clients reach this server at, for the voice API's URIs and default allowed
     /// origin, e.g. `https://voice.example.com` [env: BAYEUX_VOICE_PUBLIC_BASE_URL].
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", hide = !cfg!(feature = "voice"))]
     public_base_url: Option<String>,
     /// Certificate chain (PEM) for HTTPS on the listening port; with --tls-key
     /// [env: BAYEUX_TLS_CERT]. SIGHUP reloads it.

@@ -1,6 +1,6 @@
 //! The operators' endpoints of the binary: `/healthz` (liveness), `/readyz` (readiness, which
 //! follows the Redis backplane), `/metrics` moved to the admin listener (`--admin-listen`), and
-//! JSON log lines (`--log-format json`). Needs the `redis` feature (default).
+//! JSON log lines (`--log-format json`) with each request's span. Needs the `redis` feature (default).
 
 #![cfg(feature = "redis")]
 
@@ -121,17 +121,30 @@ fn admin_listener_takes_metrics_and_readiness_follows_redis() {
 
 #[test]
 fn ready_without_a_backplane_and_json_logs() {
-    let mut server = spawn(&["--log-format", "json"], Stdio::piped());
+    let mut server = spawn(
+        &["--log-format", "json", "--log-level", "warn,bayeux_server=debug"],
+        Stdio::piped(),
+    );
     assert_eq!(get(server.public, "/readyz"), (200, "ready\n".into()));
     assert_eq!(get(server.public, "/metrics").0, 200, "no admin listener");
-    // The first log lines: one JSON object each.
+    // Every log line is one JSON object; each request ends with a `request done` event inside
+    // its `request` span.
     let mut err = BufReader::new(server.child.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut line = String::new();
-    while line.trim().is_empty() {
-        assert!(Instant::now() < deadline, "no log line");
-        err.read_line(&mut line).unwrap();
+    let mut paths = Vec::new();
+    while paths.len() < 2 {
+        assert!(Instant::now() < deadline, "no request lines: {paths:?}");
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("the server's stderr ended");
+        }
+        let v: serde_json::Value = serde_json::from_str(line.trim()).expect("a JSON log line");
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        if v["fields"]["message"] == "request done" {
+            assert_eq!(v["span"]["name"], "request", "{line}");
+            assert_eq!(v["fields"]["status"], 200, "{line}");
+            paths.push(v["span"]["path"].as_str().unwrap().to_owned());
+        }
     }
-    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("a JSON log line");
-    assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    assert_eq!(paths, ["/readyz", "/metrics"]);
 }

@@ -215,7 +215,7 @@ impl ServerConfig {
     }
 
     /// The file (when given) with the environment over it: each `BAYEUX_*` variable that names
-    /// a setting (see [`env_key`]) replaces the file's value. Variables that name no setting
+    /// a setting (see [`env_key`]) replaces the file's value; an empty one counts as unset. Variables that name no setting
     /// are returned in the second member, for the caller to warn about. A bad value is reported
     /// with the file's line or the variable's name. Flags are the caller's, applied after.
     pub fn from_sources(
@@ -236,7 +236,8 @@ impl ServerConfig {
         let mut ignored = Vec::new();
         let env: BTreeMap<String, String> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            // An empty variable is unset (as `VAR=` in a container's environment means).
+            .filter(|(k, v)| k.starts_with(ENV_PREFIX) && !v.is_empty())
             .collect();
         for (var, raw) in env {
             let Some((path, kind)) = keys
@@ -717,6 +718,7 @@ mod tests {
                 ("BAYEUX_VOICE_ENABLED", "false"),
                 ("BAYEUX_REDIS_URL", "redis://127.0.0.1:6390"),
                 ("BAYEUX_SERVER_BIN", "/bin/true"),
+                ("BAYEUX_MAX_QUEUE", ""),
                 ("PATH", "/usr/bin"),
             ]),
         )

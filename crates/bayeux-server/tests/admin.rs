@@ -122,7 +122,12 @@ fn admin_listener_takes_metrics_and_readiness_follows_redis() {
 #[test]
 fn ready_without_a_backplane_and_json_logs() {
     let mut server = spawn(
-        &["--log-format", "json", "--log-level", "warn,bayeux_server=debug"],
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "warn,bayeux_server=debug",
+        ],
         Stdio::piped(),
     );
     assert_eq!(get(server.public, "/readyz"), (200, "ready\n".into()));

@@ -107,13 +107,21 @@ mod with_tls {
     }
 
     async fn start(tls: TlsConfig, header_read_timeout: Duration) -> Server {
+        start_with(tls, header_read_timeout, EngineConfig::default()).await
+    }
+
+    async fn start_with(
+        tls: TlsConfig,
+        header_read_timeout: Duration,
+        engine: EngineConfig,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = TransportConfig {
             header_read_timeout,
             ..TransportConfig::default()
         };
-        let (service, shutdown) = BayeuxService::new(Engine::new(EngineConfig::default()), config);
+        let (service, shutdown) = BayeuxService::new(Engine::new(engine), config);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let stop = async move {
             let _ = rx.await;
@@ -301,6 +309,101 @@ mod with_tls {
             .await
             .expect("closed within the header read timeout");
         assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        server.stop().await;
+    }
+
+    /// One POST over HTTP/2 on `send`: the reply's `Set-Cookie` (if any) and JSON body.
+    async fn post_h2(
+        send: &mut hyper::client::conn::http2::SendRequest<Full<bytes::Bytes>>,
+        path: &str,
+        cookie: &str,
+        body: String,
+    ) -> (Option<String>, serde_json::Value) {
+        let req = http::Request::post(format!("https://localhost{path}"))
+            .header("content-type", "application/json")
+            .header("cookie", cookie)
+            .body(Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let set_cookie = resp
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (set_cookie, serde_json::from_slice(&body).unwrap())
+    }
+
+    fn connect_msg(client_id: &str) -> String {
+        format!(
+            r#"[{{"channel":"/meta/connect","clientId":"{client_id}","connectionType":"long-polling"}}]"#
+        )
+    }
+
+    /// Two sessions of one browser (one `BAYEUX_BROWSER` cookie) long-polling over one HTTP/2
+    /// connection: both connects are held, neither gets `multiple-clients` (over HTTP/1.1 the
+    /// second would, see `tests/browser.rs`).
+    #[tokio::test]
+    async fn over_h2_a_browser_holds_several_long_polls() {
+        let pki = Pki::new("h2slots");
+        let (cert, key, _) = pki.issue("one");
+        let engine = EngineConfig {
+            timeout_ms: 1500,
+            ..EngineConfig::default()
+        };
+        let server = start_with(
+            TlsConfig::from_pem_files(&cert, &key).unwrap(),
+            Duration::from_secs(10),
+            engine,
+        )
+        .await;
+        let s = connect(&pki, server.addr, &[b"h2"]).await;
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(s),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut cookie = String::new();
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut send = send.clone();
+            let (set, reply) = post_h2(
+                &mut send,
+                "/cometd/handshake",
+                &cookie,
+                HANDSHAKE.to_owned(),
+            )
+            .await;
+            if let Some(set) = set {
+                cookie = set.split(';').next().unwrap().to_owned();
+            }
+            assert!(cookie.starts_with("BAYEUX_BROWSER="), "{cookie:?}");
+            let id = reply[0]["clientId"].as_str().unwrap().to_owned();
+            // The first connect returns at once; the second is the held one.
+            let (_, first) = post_h2(&mut send, "/cometd/connect", &cookie, connect_msg(&id)).await;
+            assert_eq!(first[0]["successful"], true, "{first}");
+            let cookie = cookie.clone();
+            held.push(tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                let (_, reply) =
+                    post_h2(&mut send, "/cometd/connect", &cookie, connect_msg(&id)).await;
+                (start.elapsed(), reply)
+            }));
+        }
+        for h in held {
+            let (elapsed, reply) = tokio::time::timeout(Duration::from_secs(10), h)
+                .await
+                .expect("the held connect ends")
+                .unwrap();
+            let text = reply.to_string();
+            assert!(!text.contains("multiple-clients"), "{text}");
+            assert_eq!(reply[0]["successful"], true, "{text}");
+            assert!(
+                elapsed >= Duration::from_millis(1000),
+                "held only {elapsed:?}: {text}"
+            );
+        }
         server.stop().await;
     }
 }

@@ -188,11 +188,12 @@ impl App {
     /// the transport's and the voice API's events of this request belong to, and logs its end
     /// at `debug` (status, milliseconds taken, a held connect's hold included): an access log
     /// with `--log-level debug` (or `bayeux_server=debug`).
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    pub fn handle<B>(&self, req: Request<B>) -> impl Future<Output = Response<Body>> + Send + '_
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        use futures_util::FutureExt as _;
         use tracing::Instrument as _;
         let span = tracing::debug_span!(
             "request",
@@ -200,18 +201,19 @@ impl App {
             path = %req.uri().path(),
             version = ?req.version(),
         );
-        async move {
-            let start = std::time::Instant::now();
-            let resp = self.route(req).await;
-            tracing::debug!(
-                status = resp.status().as_u16(),
-                ms = start.elapsed().as_millis() as u64,
-                "request done"
-            );
-            resp
-        }
-        .instrument(span)
-        .await
+        // `map`, not an async block: a held connect keeps the routing future once, plus the
+        // start time and the span.
+        let start = std::time::Instant::now();
+        self.route(req)
+            .map(move |resp| {
+                tracing::debug!(
+                    status = resp.status().as_u16(),
+                    ms = start.elapsed().as_millis() as u64,
+                    "request done"
+                );
+                resp
+            })
+            .instrument(span)
     }
 
     async fn route<B>(&self, req: Request<B>) -> Response<Body>

@@ -116,11 +116,16 @@ matrix() {
     if [ "$t" = ws ]; then
         for s in $ws_sizes; do echo "fanout --transport ws --subscribers $s --publishers 4 --inflight 32 --duration $d"; done
         for r in $ws_rates; do echo "fanout --transport ws --subscribers 1000 --publishers 4 --inflight 64 --delivery-rate $r --duration $d"; done
+        # The small window: one publisher, at most 25 messages in flight (one write per delivery,
+        # what a notification server mostly sees).
+        echo "fanout --transport ws --subscribers 1000 --publishers 1 --inflight 25 --duration $d"
     else
         echo "fanout --transport lp --subscribers $lp_subs --publishers 4 --inflight 32 --duration $d"
         for r in $lp_rates; do echo "fanout --transport lp --subscribers $lp_subs --publishers 4 --inflight 64 --delivery-rate $r --duration $d"; done
+        echo "fanout --transport lp --subscribers $lp_subs --publishers 1 --inflight 25 --duration $d"
     fi
     echo "channels --transport $t --subscribers $channels --publishers 4 --inflight 64 --duration $d"
+    echo "channels --transport $t --subscribers $channels --publishers 1 --inflight 25 --duration $d"
     echo "churn --transport $t --workers $churn_workers --duration $d"
     echo "idle --transport $t --sessions $idle --hold 5"
 }

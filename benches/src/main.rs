@@ -345,10 +345,9 @@ fn report_cmd(a: &ReportArgs) -> Result<ExitCode> {
     md.push_str(NOTES);
     md.push_str(&report::markdown(&runs));
     md.push_str(&format!("\n## Targets ({})\n\n", a.targets_for));
-    md.push_str(&report::targets_markdown(&report::check_targets(
-        &runs,
-        &a.targets_for,
-    )));
+    let mut checks = report::check_targets(&runs, &a.targets_for);
+    checks.extend(report::check_peer_ratios(&runs, &a.targets_for, "faye"));
+    md.push_str(&report::targets_markdown(&checks));
     if !plots.is_empty() {
         md.push_str("\n## Plots\n\n");
         for p in &plots {

@@ -323,6 +323,92 @@ fn build(input: &[u8]) -> Option<Request<Full<Bytes>>> {
     b.body(Full::new(Bytes::copy_from_slice(body))).ok()
 }
 
+/// The raw form as HTTP/1.1 bytes (CRLF line ends, a version, a `Content-Length` for the
+/// body unless the input frames it itself), and whether it is plain: framed by the length
+/// added here, with no `Expect` or `Connection` header, so that the lean loop must answer it
+/// exactly as the service does.
+fn wire_form(input: &[u8]) -> Option<(Vec<u8>, bool)> {
+    let (head, body) = split_raw(input);
+    let head = std::str::from_utf8(head).ok()?;
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let first = lines.next()?;
+    let mut out = format!("{first} HTTP/1.1\r\n");
+    // Only a request line that is valid HTTP/1.1 can be compared: a target of visible ASCII
+    // without a fragment (`http::Uri` accepts more than the wire grammar does).
+    let target = first.split_once(' ').map_or("", |(_, t)| t);
+    let mut plain = target.bytes().all(|b| b.is_ascii_graphic() && b != b'#');
+    for line in lines {
+        // As `build` reads it: the name and value trimmed.
+        let (name, value) = line.split_once(':')?;
+        let (name, value) = (name.trim(), value.trim());
+        if matches!(
+            name.to_ascii_lowercase().as_str(),
+            "content-length" | "transfer-encoding" | "expect" | "connection" | "upgrade"
+        ) {
+            plain = false;
+        }
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if plain {
+        out.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    Some((out, plain))
+}
+
+/// Parses what the lean loop wrote: a sequence of complete HTTP/1.1 responses (the last may
+/// be cut only if the connection was handed over), each with a status the loop may give.
+/// Returns their statuses.
+fn check_wire(mut out: &[u8]) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    while !out.is_empty() {
+        let mut hs = [httparse::EMPTY_HEADER; 64];
+        let mut r = httparse::Response::new(&mut hs);
+        let n = match r.parse(out) {
+            Ok(httparse::Status::Complete(n)) => n,
+            other => panic!(
+                "not an HTTP response ({other:?}): {:?}",
+                String::from_utf8_lossy(&out[..out.len().min(300)])
+            ),
+        };
+        let status = r.code.expect("status");
+        assert_eq!(r.version, Some(1), "not HTTP/1.1");
+        assert!(
+            matches!(
+                status,
+                100 | 101 | 200 | 204 | 400 | 403 | 404 | 405 | 408 | 413 | 417 | 431 | 501
+            ),
+            "unexpected status {status}"
+        );
+        let len = if status == 100 || status == 204 {
+            0
+        } else {
+            r.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| {
+                    std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .expect("content-length")
+                })
+                .unwrap_or(0)
+        };
+        statuses.push(status);
+        // A HEAD answer has no body whatever its length says; the input may hold several
+        // requests, so only the total is bounded.
+        let body = if out[n..].starts_with(b"HTTP/1.1 ") {
+            0
+        } else {
+            len.min(out.len() - n)
+        };
+        out = &out[n + body..];
+    }
+    statuses
+}
+
 /// `BAYEUX_FUZZ_DEBUG=1` prints each response (to see what seeds reach).
 fn debug() -> bool {
     static D: OnceLock<bool> = OnceLock::new();
@@ -420,7 +506,29 @@ impl Harness {
                 );
             }
             check_response(&resp, get);
+            // The same request over the wire, through `serve`'s own HTTP/1.1 loop: it must
+            // answer as the service does whenever the loop takes the request itself.
+            if let Some((wire, plain)) = wire_form(&input) {
+                let ex = self
+                    .rt
+                    .block_on(bayeux_transport::http1::exchange(&self.service, &wire));
+                let statuses = check_wire(&ex.output);
+                if plain && !ex.handed_off && !upgrade {
+                    assert_eq!(
+                        statuses.first().copied(),
+                        Some(resp.status.as_u16()),
+                        "the lean loop and the service disagree on {:?}",
+                        String::from_utf8_lossy(&wire)
+                    );
+                }
+            }
         }
+        // The input as raw bytes on a connection: whatever it is, the loop answers with
+        // well-formed HTTP/1.1 responses or hands the connection over.
+        let ex = self
+            .rt
+            .block_on(bayeux_transport::http1::exchange(&self.service, &input));
+        check_wire(&ex.output);
         let engine = self.service.engine();
         engine.close_all();
         assert_eq!(engine.session_count(), 0, "sessions left behind");

@@ -7,3 +7,4 @@ pub mod codec;
 pub mod engine;
 pub mod http;
 pub mod voice;
+pub mod wsframe;

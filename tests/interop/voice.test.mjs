@@ -1,5 +1,5 @@
 // Interop tests of the voice API emulation (GWS v2 calls and call recording, contract:
-// shared/spec/voice-api.md) with the official CometD JavaScript client (cometd 9.x +
+// docs/voice-api.md) with the official CometD JavaScript client (cometd 9.x +
 // cometd-nodejs-client) on the authenticated notifications endpoint /api/v2/notifications, once
 // per transport, and REST calls under /api/v2 with fetch.
 //

@@ -84,6 +84,10 @@ struct Cli {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Serve the voice API's test-control routes under `/api/v2/test` (as `[voice]
+    /// test_control = true`); off by default.
+    #[arg(long)]
+    voice_test_control: bool,
 }
 
 /// Exit status of a configuration error.
@@ -174,6 +178,18 @@ fn configure(cli: Cli) -> Result<(ServerConfig, Vec<String>), String> {
     }
     if let Some(key) = cli.tls_key {
         config.tls.key = Some(key);
+    }
+    if cli.voice_test_control {
+        #[cfg(feature = "voice")]
+        {
+            config.voice.test_control = true;
+        }
+        #[cfg(not(feature = "voice"))]
+        return Err(
+            "--voice-test-control: this bayeux-server was built without the voice API \
+                    (cargo feature `voice`)"
+                .into(),
+        );
     }
     if cli.no_voice {
         config.voice_enabled = false;

@@ -23,6 +23,9 @@ mod http_check;
 #[allow(dead_code)]
 #[path = "../../../fuzz/src/voice.rs"]
 mod voice;
+#[allow(dead_code)]
+#[path = "../../../fuzz/src/wsframe.rs"]
+mod wsframe;
 
 use std::path::PathBuf;
 
@@ -93,6 +96,27 @@ fn codec_never_panics_on_bytes() {
         Ok(())
     })
     .budget_ms(BUDGET_MS / 2);
+}
+
+#[test]
+fn websocket_frames_parse_as_sent() {
+    arbtest(|u| {
+        let seq = wsframe::Sequence {
+            pieces: vec_of(u, 20)?,
+            mask: u.arbitrary()?,
+            step: u.arbitrary()?,
+        };
+        wsframe::check_sequence(&seq);
+        Ok(())
+    })
+    .budget_ms(BUDGET_MS / 2);
+    arbtest(|u| {
+        let bytes: &[u8] = u.arbitrary()?;
+        wsframe::check_raw(bytes);
+        Ok(())
+    })
+    .budget_ms(BUDGET_MS / 2);
+    replay("ws_frame", wsframe::check);
 }
 
 #[test]
@@ -213,7 +237,7 @@ fn voice_operations_parse_without_surprises() {
         if let Some(i) = u.arbitrary::<Option<u8>>()? {
             obj.insert("operationName".into(), OPS[i as usize % OPS.len()].into());
         }
-        for key in ["userData", "key", "dtmfDigits"] {
+        for key in ["userData", "key", "digits"] {
             if let Some(v) = u.arbitrary::<Option<codec::JsonIn>>()? {
                 obj.insert(key.into(), to_value(&v));
             }

@@ -180,9 +180,6 @@ pub struct TransportConfig {
     /// dropped). A host that mounts [`crate::BayeuxService`] in its own server owns the write
     /// deadlines of its HTTP connections, long-polling included.
     pub write_timeout: Option<Duration>,
-    /// Read buffer per WebSocket (tungstenite's default, 128 KiB, is far too large for many
-    /// idle sockets).
-    pub ws_read_buffer_bytes: usize,
     /// The browser cookie.
     pub cookie: CookieConfig,
     /// Query parameter naming the JSONP callback.
@@ -211,7 +208,6 @@ impl Default for TransportConfig {
             sweep_period: Duration::from_millis(997),
             ws_ping_interval: Duration::from_secs(30),
             write_timeout: None,
-            ws_read_buffer_bytes: 1024,
             cookie: CookieConfig::default(),
             jsonp_parameter: "jsonp".into(),
         }

@@ -47,11 +47,6 @@ impl Conn {
         }
     }
 
-    /// The TCP stream, for what must happen before hyper takes over (the first-byte probe).
-    pub(crate) fn stream(&self) -> &TcpStream {
-        &self.stream
-    }
-
     /// Passes a completed write through and disarms the timer; fails a write that has been
     /// pending for longer than the deadline with `TimedOut`, which makes hyper (or tungstenite,
     /// after an upgrade) drop the connection.

@@ -41,6 +41,8 @@ pub mod auth;
 pub mod config;
 mod conn;
 mod cookie;
+mod h1;
+pub mod http1;
 pub mod metrics;
 mod polling;
 mod server;
@@ -48,6 +50,7 @@ mod service;
 mod shared;
 mod tls;
 mod ws;
+pub mod wsframe;
 
 pub use config::{CookieConfig, Endpoint, Origins, SameSite, TransportConfig};
 pub use cookie::cookie_value;

@@ -39,17 +39,22 @@ where
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    // Clients (curl among them) often label a JSON body as form-encoded: a body that starts
-    // like JSON is read as JSON whatever its content type says.
-    let looks_json = body
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'[' || *b == b'{');
-    let limits = shared.engine.config().limits;
-    let batch = if form && !looks_json {
-        decode_message_params(&body, &limits)
-    } else {
-        decode_batch(&body, &limits)
+    // Decoded in its own scope so that the body's bytes are not kept while a connect is held.
+    let batch = {
+        // Clients (curl among them) often label a JSON body as form-encoded: a body that
+        // starts like JSON is read as JSON whatever its content type says.
+        let looks_json = body
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'[' || *b == b'{');
+        let limits = shared.engine.config().limits;
+        let batch = if form && !looks_json {
+            decode_message_params(&body, &limits)
+        } else {
+            decode_batch(&body, &limits)
+        };
+        drop(body);
+        batch
     };
     match batch {
         Ok(batch) => {
@@ -143,6 +148,18 @@ fn bayeux_error(shared: &Shared, e: &CoreError) -> Response<Body> {
     json_response(status, shared.engine.refusal(e).array().clone())
 }
 
+/// The 413 answer to a body over `max_body_bytes`, with `Connection: close` when the rest of
+/// the body will not be read.
+pub(crate) fn too_large(shared: &Shared, close: bool) -> Response<Body> {
+    let limit = shared.config.max_body_bytes;
+    let mut r = bayeux_error(shared, &CoreError::TooLarge { limit });
+    if close {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
 /// Reads a request body of at most `max_body_bytes`, within `body_read_timeout`.
 ///
 /// A body over the limit gets `413` with `413::message_too_large`. So that the client can
@@ -157,14 +174,7 @@ where
 {
     let limit = shared.config.max_body_bytes;
     let drain_limit = limit.saturating_mul(DRAIN_FACTOR);
-    let too_large = |close: bool| {
-        let mut r = bayeux_error(shared, &CoreError::TooLarge { limit });
-        if close {
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        r
-    };
+    let too_large = |close: bool| too_large(shared, close);
     let declared = body.size_hint().exact();
     if declared.is_some_and(|n| n > drain_limit as u64) {
         return Err(too_large(true));

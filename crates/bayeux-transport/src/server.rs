@@ -11,8 +11,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::conn::Conn;
+use crate::h1::{self, Prefixed};
 use crate::service::BayeuxService;
 use crate::tls::{Acceptor, Io};
+use crate::ws;
 use bayeux_core::ConnectionQuota;
 use hyper::body::Incoming;
 
@@ -26,6 +28,12 @@ use hyper::body::Incoming;
 /// configuration. Every connection counts against `max_connections` (and in the `connections`
 /// gauge) until its socket is closed, WebSockets included; a write the client does not take
 /// within [`crate::TransportConfig::write_deadline`] drops the connection.
+///
+/// HTTP/1.1 requests to the Bayeux service's mount points (long-polling, callback-polling and
+/// their preflights) are parsed by this crate's own lean connection loop and go to the Bayeux
+/// service directly, not through `service`: a held long poll then keeps no HTTP buffer. The
+/// first request of a connection that is anything else (another path, a WebSocket upgrade, or
+/// HTTP/2) hands the connection to hyper and `service` for the rest of its life.
 pub async fn serve<S, F>(
     listener: TcpListener,
     bayeux: BayeuxService,
@@ -50,7 +58,8 @@ where
 
 /// As [`serve`], over TLS (cargo feature `tls`): every accepted connection first completes a
 /// TLS handshake (within the header read timeout) with `tls`'s current certificate, offering
-/// ALPN `h2` and `http/1.1`.
+/// ALPN `h2` and `http/1.1`. TLS connections are served by hyper and `service` throughout (the
+/// lean HTTP/1.1 loop reads cleartext sockets only); browsers speak HTTP/2 there.
 #[cfg(feature = "tls")]
 pub async fn serve_tls<S, F>(
     listener: TcpListener,
@@ -105,7 +114,9 @@ where
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let first_byte_timeout = cfg.header_read_timeout;
+    let handshake_timeout = cfg.header_read_timeout;
+    // Every connection task holds a clone: serving is over when all are dropped.
+    let (tracker, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     // Tells connections still waiting for their first byte that serving has stopped.
     let (closing_tx, closing_rx) = watch::channel(false);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -141,39 +152,79 @@ where
         // most `max_sessions_per_connection` live sessions, whatever it sends.
         let quota = ConnectionQuota::new(cfg.max_sessions_per_connection);
         let service = service.clone();
+        let hyper_quota = quota.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(quota.clone());
+            req.extensions_mut().insert(hyper_quota.clone());
             service.call(req)
         });
-        let mut closing = closing_rx.clone();
+        let closing = closing_rx.clone();
+        let tracker = tracker.clone();
+        let bayeux = bayeux.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            // hyper's header read timeout starts only once the HTTP version is known, after the
-            // first bytes: a client that connects and sends nothing would keep its slot forever.
-            let mut probe = [0u8; 1];
-            let readable = tokio::select! {
-                r = tokio::time::timeout(first_byte_timeout, conn.stream().peek(&mut probe)) => {
-                    matches!(r, Ok(Ok(n)) if n > 0)
-                }
-                _ = closing.wait_for(|c| *c) => false,
-            };
-            if readable {
-                let Some(io) = Io::accept(conn, tls.as_ref(), first_byte_timeout).await else {
-                    return;
+            let mut conn = conn;
+            // TLS (feature `tls`): the handshake, then hyper for the whole connection (ALPN
+            // picks HTTP/2 or HTTP/1.1); the lean loop below reads cleartext sockets only.
+            if tls.is_some() {
+                let mut closing = closing;
+                let accepted = tokio::select! {
+                    io = Io::accept(conn, tls.as_ref(), handshake_timeout) => io,
+                    _ = closing.wait_for(|c| *c) => None,
                 };
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(io), service)
-                    .into_owned();
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                if let Some(io) = accepted {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(io), service)
+                        .into_owned();
+                    if let Err(e) = Box::pin(watcher.watch(conn)).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                drop(tracker);
+                return;
+            }
+            // Requests to the Bayeux mount points are served by the lean HTTP/1.1 loop; the
+            // first one that is not (another path, a WebSocket upgrade, HTTP/2) hands the
+            // connection to hyper with the bytes already read.
+            let params = h1::Params {
+                bayeux: &bayeux,
+                quota: &quota,
+                closing,
+                watch_eof: true,
+            };
+            // Each boxed: a connection's task keeps only the loop it is in.
+            match Box::pin(h1::run(&mut conn, params)).await {
+                h1::Outcome::Closed => {}
+                h1::Outcome::WebSocket(ctx, read) => {
+                    // A task of its own, which keeps only the socket: this one, with what it
+                    // needed for HTTP, ends here.
+                    let shared = bayeux.shared.clone();
+                    tokio::spawn(async move {
+                        ws::run_on(&shared, conn, read, ctx).await;
+                        drop(tracker);
+                    });
+                    return;
+                }
+                h1::Outcome::HandOff(prefix) => {
+                    let io = TokioIo::new(Prefixed::new(prefix, conn));
+                    let conn = builder
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned();
+                    if let Err(e) = Box::pin(watcher.watch(conn)).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
                 }
             }
+            drop(tracker);
         });
     }
     drop(listener);
     let _ = closing_tx.send(true);
+    drop(tracker);
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = async {
+            graceful.shutdown().await;
+            let _ = all_closed.recv().await;
+        } => {}
         _ = tokio::time::sleep(grace) => {
             tracing::warn!("graceful shutdown timed out");
         }

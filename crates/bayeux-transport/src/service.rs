@@ -176,7 +176,7 @@ impl BayeuxService {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let is_ws = hyper_tungstenite::is_upgrade_request(&req);
+        let is_ws = ws::is_upgrade_request(&req);
         let jsonp = req.method() == Method::GET && !is_ws;
         let kind = if is_ws {
             TransportKind::WebSocket
@@ -198,16 +198,35 @@ impl BayeuxService {
             );
         }
         let ctx = self.context(&req, endpoint, kind);
-        if is_ws {
-            let config = ws::socket_config(&self.shared.config);
-            return match hyper_tungstenite::upgrade(&mut req, Some(config)) {
-                Ok((resp, socket)) => {
-                    let shared = self.shared.clone();
-                    tokio::spawn(ws::run(shared, socket, ctx));
+        if is_ws && req.extensions().get::<LeanConnection>().is_some() {
+            // `serve`'s own HTTP/1.1 loop switches protocols itself and runs the socket on the
+            // connection it already owns.
+            return match ws::accept(req.headers()) {
+                Ok(mut resp) => {
+                    resp.extensions_mut().insert(AcceptedSocket(ctx));
                     resp
                 }
                 Err(e) => plain(StatusCode::BAD_REQUEST, &format!("bad upgrade: {e}")),
             };
+        }
+        if is_ws {
+            // A host's hyper server: switch with hyper's upgrade, then run the socket on it.
+            let resp = match ws::accept(req.headers()) {
+                Ok(r) => r,
+                Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad upgrade: {e}")),
+            };
+            let upgrade = hyper::upgrade::on(&mut req);
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                match upgrade.await {
+                    Ok(upgraded) => {
+                        let io = hyper_util::rt::TokioIo::new(upgraded);
+                        ws::run_on(&shared, io, Vec::new(), ctx).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+                }
+            });
+            return resp;
         }
         // Boxed: a held long poll then keeps only the polling future, not also this one's own
         // copy of the request and context (0.4 KiB less per idle long-polling session on glibc).
@@ -257,6 +276,16 @@ impl BayeuxService {
         ctx
     }
 }
+
+/// Marks a request read by `serve`'s lean HTTP/1.1 loop, which runs an accepted WebSocket on
+/// its own connection instead of through hyper's upgrade.
+#[derive(Clone, Copy)]
+pub(crate) struct LeanConnection;
+
+/// On a `101 Switching Protocols` answer to a [`LeanConnection`] request: the accepted
+/// socket's request context.
+#[derive(Clone)]
+pub(crate) struct AcceptedSocket(pub RequestContext);
 
 /// Whether a browser says a request to a credentialed endpoint comes from a page that may not
 /// read it (see [`Endpoint::authenticator`]): marked as another origin's without an `Origin`

@@ -8,33 +8,67 @@
 //! keep-alive check; but no frame is read and no message taken from the session queue (which is
 //! bounded), so a client that stops reading costs nothing more. Past the deadline the socket is
 //! closed and its held connect released.
+//!
+//! Frames are read and written with [`crate::wsframe`]: a text frame goes out as its header and
+//! the message bytes shared with every other subscriber (one vectored write, no copy), and a
+//! socket keeps no read buffer while it waits (it reads into a small inline array, and takes
+//! in more only when the client has more to say).
 
+use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bayeux_core::{Framed, Hold, RequestContext, Session, Wake, decode_batch, join_array};
-use bytes::Bytes;
-use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
-use hyper_tungstenite::HyperWebsocket;
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+use std::sync::atomic::Ordering;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::config::TransportConfig;
-use crate::shared::{Shared, stopped};
+use crate::shared::{Body, Shared, stopped};
+use crate::wsframe::{self, FrameError, FrameParser, Incoming};
 
-pub(crate) fn socket_config(cfg: &TransportConfig) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(cfg.ws_read_buffer_bytes)
-        .write_buffer_size(0)
-        .max_write_buffer_size(cfg.max_ws_message_bytes.saturating_mul(4).max(1 << 20))
-        .max_message_size(Some(cfg.max_ws_message_bytes))
-        .max_frame_size(Some(cfg.max_ws_message_bytes))
+/// What a socket reads at once while it waits for a client (kept inline: an idle socket has no
+/// read buffer on the heap).
+const WAIT_READ: usize = 64;
+/// How much a socket reads at once when the client has more to say.
+const READ_CHUNK: usize = 4096;
+/// Most bytes a socket takes in before handling what it has read.
+const MAX_READ_AHEAD: usize = 64 * 1024;
+
+/// Whether a request asks for a WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
+pub(crate) fn is_upgrade_request<B>(req: &http::Request<B>) -> bool {
+    let has = |name: header::HeaderName, token: &[u8]| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    has(header::CONNECTION, b"upgrade") && has(header::UPGRADE, b"websocket")
+}
+
+/// The `101 Switching Protocols` answer to a WebSocket handshake with these headers.
+pub(crate) fn accept(headers: &HeaderMap) -> Result<Response<Body>, &'static str> {
+    let key = headers
+        .get("sec-websocket-key")
+        .ok_or("missing Sec-WebSocket-Key")?;
+    if headers.get("sec-websocket-version").map(|v| v.as_bytes()) != Some(b"13") {
+        return Err("Sec-WebSocket-Version must be 13");
+    }
+    let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+        .map_err(|_| "invalid Sec-WebSocket-Key")?;
+    let mut r = Response::new(Body::default());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert("sec-websocket-accept", accept);
+    Ok(r)
 }
 
 enum Event {
@@ -43,27 +77,37 @@ enum Event {
     SessionClosed,
 }
 
-fn text(bytes: Bytes) -> Message {
-    // Our own JSON output is always UTF-8; fall back to an empty array if it ever were not.
-    Message::Text(Utf8Bytes::try_from(bytes).unwrap_or_else(|_| Utf8Bytes::from_static("[]")))
+/// A frame being written: its header, the shared payload, and how much is out.
+struct OutFrame {
+    head: [u8; 10],
+    head_len: u8,
+    payload: Bytes,
+    pos: usize,
 }
 
-fn close(code: CloseCode, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }))
+impl OutFrame {
+    fn new(opcode: u8, payload: Bytes) -> OutFrame {
+        let (head, n) = wsframe::header(opcode, payload.len());
+        OutFrame {
+            head,
+            head_len: n as u8,
+            payload,
+            pos: 0,
+        }
+    }
+
+    fn close(code: u16, reason: &str) -> OutFrame {
+        OutFrame::new(wsframe::CLOSE, wsframe::close_payload(code, reason))
+    }
 }
 
 /// What the socket is writing.
 enum Op {
     Idle,
-    /// A frame not yet accepted by the sink.
-    Send(Message),
-    /// A frame accepted, not yet flushed to the socket.
+    /// A frame, header and payload, written with one vectored write when the kernel takes it.
+    Write(OutFrame),
+    /// Written; flushing (a no-op on TCP, needed by TLS streams).
     Flush,
-    /// The closing handshake after the client's close frame.
-    Close,
 }
 
 /// The socket's one write in progress and its deadline.
@@ -81,8 +125,8 @@ enum Written {
     AtOnce,
     /// Done after waiting for the client to take data: proof that it is alive.
     AfterWaiting,
-    /// The sink failed.
-    Failed(WsError),
+    /// The socket failed.
+    Failed(io::Error),
     /// The client did not take it within the deadline.
     TimedOut,
 }
@@ -113,47 +157,53 @@ impl Writer {
         !matches!(self.op, Op::Idle)
     }
 
-    fn poll_op<S>(&mut self, sink: &mut S, cx: &mut Context<'_>) -> Poll<Result<(), WsError>>
+    fn start(&mut self, frame: OutFrame) {
+        self.op = Op::Write(frame);
+    }
+
+    fn poll_op<IO>(&mut self, io: &mut IO, cx: &mut Context<'_>) -> Poll<io::Result<()>>
     where
-        S: Sink<Message, Error = WsError> + Unpin,
+        IO: AsyncWrite + Unpin,
     {
         loop {
-            match std::mem::replace(&mut self.op, Op::Idle) {
+            match &mut self.op {
                 Op::Idle => return Poll::Ready(Ok(())),
-                Op::Send(m) => match sink.poll_ready_unpin(cx) {
-                    Poll::Ready(Ok(())) => {
-                        sink.start_send_unpin(m)?;
-                        self.op = Op::Flush;
+                Op::Write(f) => {
+                    let head_len = usize::from(f.head_len);
+                    let total = head_len + f.payload.len();
+                    while f.pos < total {
+                        let n = if f.pos < head_len {
+                            let bufs = [
+                                io::IoSlice::new(&f.head[f.pos..head_len]),
+                                io::IoSlice::new(&f.payload),
+                            ];
+                            ready!(Pin::new(&mut *io).poll_write_vectored(cx, &bufs))?
+                        } else {
+                            ready!(
+                                Pin::new(&mut *io).poll_write(cx, &f.payload[f.pos - head_len..])
+                            )?
+                        };
+                        if n == 0 {
+                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                        }
+                        f.pos += n;
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        self.op = Op::Send(m);
-                        return Poll::Pending;
-                    }
-                },
-                Op::Flush => {
-                    if sink.poll_flush_unpin(cx)?.is_pending() {
-                        self.op = Op::Flush;
-                        return Poll::Pending;
-                    }
-                    return Poll::Ready(Ok(()));
+                    self.op = Op::Flush;
                 }
-                Op::Close => {
-                    if sink.poll_close_unpin(cx)?.is_pending() {
-                        self.op = Op::Close;
-                        return Poll::Pending;
-                    }
+                Op::Flush => {
+                    ready!(Pin::new(&mut *io).poll_flush(cx))?;
+                    self.op = Op::Idle;
                     return Poll::Ready(Ok(()));
                 }
             }
         }
     }
 
-    fn poll_write<S>(&mut self, sink: &mut S, cx: &mut Context<'_>) -> Poll<Written>
+    fn poll_write<IO>(&mut self, io: &mut IO, cx: &mut Context<'_>) -> Poll<Written>
     where
-        S: Sink<Message, Error = WsError> + Unpin,
+        IO: AsyncWrite + Unpin,
     {
-        match self.poll_op(sink, cx) {
+        match self.poll_op(io, cx) {
             Poll::Ready(r) => {
                 let waited = self.timer.take().is_some();
                 Poll::Ready(match r {
@@ -176,6 +226,12 @@ impl Writer {
     }
 }
 
+/// What happened on the socket itself.
+enum SocketEvent {
+    Written(Written),
+    Read(io::Result<usize>),
+}
+
 struct Gauge<'a>(&'a Shared);
 impl Drop for Gauge<'_> {
     fn drop(&mut self) {
@@ -183,20 +239,20 @@ impl Drop for Gauge<'_> {
     }
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: RequestContext) {
-    let ws = match socket.await {
-        Ok(ws) => ws,
-        Err(e) => {
-            tracing::debug!(error = %e, "websocket upgrade failed");
-            return;
-        }
-    };
+/// Runs a WebSocket whose `101` answer has been written on `io` (`read`: what the client sent
+/// after its handshake, already read from `io`), until it closes.
+pub(crate) async fn run_on<IO>(shared: &Shared, mut io: IO, read: Vec<u8>, ctx: RequestContext)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
     shared.metrics.websockets.fetch_add(1, Ordering::Relaxed);
-    let _gauge = Gauge(&shared);
+    let _gauge = Gauge(shared);
     let engine = &shared.engine;
-    let limits = engine.config().limits;
-    let (mut sink, mut stream) = ws.split();
-    let mut session: Option<Arc<Session>> = None;
+    let mut parser = FrameParser::new(shared.config.max_ws_message_bytes);
+    let mut rbuf = BytesMut::from(&read[..]);
+    drop(read);
+    let mut wait = [0u8; WAIT_READ];
+    let mut session: Option<std::sync::Arc<Session>> = None;
     let mut hold: Option<Hold> = None;
     let period = shared.config.ws_ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -207,8 +263,6 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
     let hold_timer = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(hold_timer);
     let mut armed: Option<std::time::Instant> = None;
-    // A frame read while draining ready frames that was not a text frame.
-    let mut carried: Option<Option<Result<Message, WsError>>> = None;
     // What to write next, reused for every write: no allocation per wake-up. It only fills while
     // nothing is being written, except for the one reply of a held connect that ends meanwhile.
     let mut out: Vec<Framed> = Vec::new();
@@ -217,11 +271,63 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
         timer: None,
         deadline: shared.config.write_deadline(),
     };
+    // A pong owed to the client.
+    let mut pong: Option<Bytes> = None;
     // The socket is ending: nothing more is read or taken; what is staged is written, then
     // `farewell` (a close frame), then the loop ends.
     let mut closing = false;
-    let mut farewell: Option<Message> = None;
+    let mut farewell: Option<OutFrame> = None;
+    // Frames already received (with the handshake) are handled first.
+    let mut pending_input = !rbuf.is_empty();
     'socket: loop {
+        if pending_input && !writer.busy() && !closing {
+            pending_input = false;
+            if !handle_input(
+                shared,
+                &ctx,
+                &mut parser,
+                &mut rbuf,
+                &mut session,
+                &mut hold,
+                &mut out,
+                &mut pong,
+                &mut farewell,
+                &mut closing,
+            ) {
+                break;
+            }
+            if rbuf.is_empty() {
+                // Give the read buffer back: an idle socket keeps none.
+                rbuf = BytesMut::new();
+            }
+        }
+        while !writer.busy() {
+            if closing && farewell.is_none() {
+                // The last frame is written: anything staged since would follow the close
+                // frame, which the protocol forbids.
+                break 'socket;
+            }
+            if let Some(p) = pong.take() {
+                writer.start(OutFrame::new(wsframe::PONG, p));
+            } else if !out.is_empty() {
+                shared.metrics.add_out(out.len());
+                writer.start(OutFrame::new(wsframe::TEXT, join_array(&out)));
+                out.clear();
+            } else if let Some(f) = farewell.take() {
+                writer.start(f);
+            } else {
+                break;
+            }
+            // Nearly always the kernel takes the frame at once: write it now rather than on
+            // another turn of the `select!`. If it has to wait, that branch carries it on.
+            let written =
+                std::future::poll_fn(|cx| Poll::Ready(writer.poll_write(&mut io, cx))).await;
+            if let Poll::Ready(w) = written
+                && !w.ok(&mut last_activity)
+            {
+                break 'socket;
+            }
+        }
         let deadline = hold.as_ref().map(|h| h.deadline());
         if deadline != armed {
             if let Some(d) = deadline {
@@ -233,6 +339,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
         // pile up here) and no message is taken from the session queue (bounded, where
         // the overflow policy applies).
         let taking = !writer.busy() && !closing;
+        let busy = writer.busy();
         let event = std::future::poll_fn(|cx| {
             if let Some(s) = &session
                 && !s.connect_only()
@@ -251,92 +358,57 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
             }
             Poll::Pending
         });
+        // The socket's own progress: the write in progress, or the next bytes from the client.
+        let socket = std::future::poll_fn(|cx| {
+            if writer.busy() {
+                if let Poll::Ready(w) = writer.poll_write(&mut io, cx) {
+                    return Poll::Ready(SocketEvent::Written(w));
+                }
+            } else if taking {
+                let mut rb = ReadBuf::new(&mut wait);
+                if let Poll::Ready(r) = Pin::new(&mut io).poll_read(cx, &mut rb) {
+                    return Poll::Ready(SocketEvent::Read(r.map(|()| rb.filled().len())));
+                }
+            }
+            Poll::Pending
+        });
         tokio::select! {
             biased;
             _ = stopped(&mut shutdown), if !closing => {
                 if let Some(h) = hold.take() {
                     out.extend(engine.finish_hold(h, Instant::now()));
                 }
-                farewell = Some(close(CloseCode::Away, "server shutting down"));
+                farewell = Some(OutFrame::close(1001, "server shutting down"));
                 closing = true;
             }
-            written = std::future::poll_fn(|cx| writer.poll_write(&mut sink, cx)), if writer.busy() => {
-                if !written.ok(&mut last_activity) {
-                    break;
-                }
-            }
-            frame = async {
-                match carried.take() {
-                    Some(f) => f,
-                    None => stream.next().await,
-                }
-            }, if taking => {
-                last_activity = Instant::now();
-                match frame {
-                    None => break,
-                    Some(Err(WsError::Capacity(_))) => {
-                        shared.metrics.oversize.fetch_add(1, Ordering::Relaxed);
-                        farewell = Some(close(CloseCode::Size, "message too large"));
-                        closing = true;
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "websocket read error");
+            ev = socket, if busy || taking => match ev {
+                SocketEvent::Written(w) => {
+                    if !w.ok(&mut last_activity) {
                         break;
                     }
-                    Some(Ok(Message::Text(t))) => {
-                        let mut t = t;
-                        // Frames already received are handled before anything is written, so
-                        // a client with many publishes in flight gets one frame of replies
-                        // (one write) instead of one write per publish.
-                        let mut budget = 64;
-                        loop {
-                            match decode_batch(t.as_bytes(), &limits) {
-                                Ok(batch) => {
-                                    shared.metrics.add_in(batch.len());
-                                    let mut outcome = engine.handle_batch(&ctx, batch, Instant::now());
-                                    if let Some(s) = outcome.session.take() && !s.is_closed() {
-                                        session = Some(s);
-                                    }
-                                    if let Some(new) = outcome.hold.take() {
-                                        // The engine has already superseded the previous hold.
-                                        if let Some(old) = hold.replace(new) {
-                                            out.extend(engine.finish_hold(old, Instant::now()));
-                                        }
-                                    }
-                                    out.extend(outcome.replies);
-                                }
-                                Err(e) => out.push(engine.refusal(&e)),
-                            }
-                            // Check the budget before reading on: a frame read here must be
-                            // handled, never dropped.
-                            budget -= 1;
-                            if budget == 0 {
-                                break;
-                            }
-                            match stream.next().now_or_never() {
-                                Some(Some(Ok(Message::Text(next)))) => t = next,
-                                // Anything else already received (control frames, errors, the
-                                // end) is handled on the next turn of the loop.
-                                Some(other) => {
-                                    carried = Some(other);
-                                    break;
-                                }
-                                None => break,
-                            }
+                }
+                SocketEvent::Read(Ok(0)) => break,
+                SocketEvent::Read(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket read error");
+                    break;
+                }
+                SocketEvent::Read(Ok(n)) => {
+                    last_activity = Instant::now();
+                    rbuf.extend_from_slice(&wait[..n]);
+                    // More may be waiting: take it in without waiting, in larger reads, up to a
+                    // bound, so that many frames are handled (and answered) together.
+                    let mut full = n == WAIT_READ;
+                    while full && rbuf.len() < MAX_READ_AHEAD {
+                        rbuf.reserve(READ_CHUNK);
+                        let before = rbuf.len();
+                        match io.read_buf(&mut rbuf).now_or_never() {
+                            Some(Ok(m)) if m > 0 => full = rbuf.len() - before == m && rbuf.capacity() == rbuf.len(),
+                            _ => break,
                         }
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        farewell = Some(close(CloseCode::Unsupported, "text frames only"));
-                        closing = true;
-                    }
-                    Some(Ok(Message::Close(_))) => {
-                        // tungstenite has queued the answering close frame: flush it and end.
-                        writer.op = Op::Close;
-                        closing = true;
-                    }
-                    Some(Ok(_)) => {}
+                    pending_input = true;
                 }
-            }
+            },
             event = event, if taking => match event {
                 Event::Messages => {
                     if let Some(s) = &session {
@@ -363,37 +435,12 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
                 // the stuck frame.
                 if !writer.busy() && !closing {
                     if last_activity.elapsed() > period * 2 {
-                        farewell = Some(close(CloseCode::Away, "keep-alive timeout"));
+                        farewell = Some(OutFrame::close(1001, "keep-alive timeout"));
                         closing = true;
                     } else {
-                        writer.op = Op::Send(Message::Ping(Bytes::new()));
+                        writer.start(OutFrame::new(wsframe::PING, Bytes::new()));
                     }
                 }
-            }
-        }
-        while !writer.busy() {
-            if closing && farewell.is_none() {
-                // The last frame is written (or the closing handshake done): anything staged
-                // since would follow the close frame, which the protocol forbids.
-                break 'socket;
-            }
-            if !out.is_empty() {
-                shared.metrics.add_out(out.len());
-                writer.op = Op::Send(text(join_array(&out)));
-                out.clear();
-            } else if let Some(f) = farewell.take() {
-                writer.op = Op::Send(f);
-            } else {
-                break;
-            }
-            // Nearly always the kernel takes the frame at once: write it now rather than on
-            // another turn of the `select!`. If it has to wait, that branch carries it on.
-            let written =
-                std::future::poll_fn(|cx| Poll::Ready(writer.poll_write(&mut sink, cx))).await;
-            if let Poll::Ready(w) = written
-                && !w.ok(&mut last_activity)
-            {
-                break 'socket;
             }
         }
     }
@@ -402,5 +449,77 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: HyperWebsocket, ctx: Reques
     // sessions for maxInterval across reconnects).
     if let Some(h) = hold.take() {
         h.abandon(Instant::now());
+    }
+    let _ = tokio::time::timeout(writer.deadline, io.shutdown()).await;
+}
+
+/// Handles every complete frame in `rbuf`: messages go to the engine (their replies to `out`),
+/// pings are owed a pong, a close or a framing error ends the socket. Returns `false` when the
+/// socket must end at once.
+#[allow(clippy::too_many_arguments)]
+fn handle_input(
+    shared: &Shared,
+    ctx: &RequestContext,
+    parser: &mut FrameParser,
+    rbuf: &mut BytesMut,
+    session: &mut Option<std::sync::Arc<Session>>,
+    hold: &mut Option<Hold>,
+    out: &mut Vec<Framed>,
+    pong: &mut Option<Bytes>,
+    farewell: &mut Option<OutFrame>,
+    closing: &mut bool,
+) -> bool {
+    let engine = &shared.engine;
+    let limits = engine.config().limits;
+    loop {
+        let frame = match parser.next(rbuf) {
+            Ok(Some(f)) => f,
+            Ok(None) => return true,
+            Err(e) => {
+                if e == FrameError::TooLarge {
+                    shared.metrics.oversize.fetch_add(1, Ordering::Relaxed);
+                }
+                *farewell = Some(OutFrame::close(e.close_code(), e.reason()));
+                *closing = true;
+                return true;
+            }
+        };
+        match frame {
+            Incoming::Text(t) => {
+                match decode_batch(&t, &limits) {
+                    Ok(batch) => {
+                        shared.metrics.add_in(batch.len());
+                        let mut outcome = engine.handle_batch(ctx, batch, Instant::now());
+                        if let Some(s) = outcome.session.take()
+                            && !s.is_closed()
+                        {
+                            *session = Some(s);
+                        }
+                        if let Some(new) = outcome.hold.take() {
+                            // The engine has already superseded the previous hold.
+                            if let Some(old) = hold.replace(new) {
+                                out.extend(engine.finish_hold(old, Instant::now()));
+                            }
+                        }
+                        out.extend(outcome.replies);
+                    }
+                    Err(e) => out.push(engine.refusal(&e)),
+                }
+            }
+            Incoming::Binary => {
+                *farewell = Some(OutFrame::close(1003, "text frames only"));
+                *closing = true;
+                return true;
+            }
+            Incoming::Ping(p) => *pong = Some(p),
+            Incoming::Pong => {}
+            Incoming::Close(code) => {
+                // Answer with the client's code (1000 when it gave none), then end.
+                let code = code.filter(|c| (1000..5000).contains(c)).unwrap_or(1000);
+                *farewell = Some(OutFrame::close(code, ""));
+                *closing = true;
+                return true;
+            }
+        }
     }
 }

@@ -22,13 +22,15 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value, json};
 
+use crate::agent::channel_operation;
+use crate::assets::{self, STATIC_PREFIX};
 use crate::auth::{CSRF_HEADER, Credentials, Gate, VoiceAuthenticator};
 use crate::config::{ConfigError, VoiceConfig};
 use crate::directory::{Directory, User};
 use crate::error::VoiceError;
 use crate::model::Operation;
 use crate::policy::VoiceSecurityPolicy;
-use crate::switch::{OpParams, Switch};
+use crate::switch::{FarEnd, OpParams, Switch};
 use crate::telephony::{CallControl, SimulatedTelephony, Telephony};
 
 /// The API's mount point.
@@ -37,7 +39,7 @@ const API_PREFIX: &str = "/api/v2";
 const METHODS: &str = "GET, POST, OPTIONS";
 /// Longest accepted dialed number.
 const MAX_NUMBER_LEN: usize = 64;
-/// Longest accepted `dtmfDigits`.
+/// Longest accepted `digits` of `SendDtmf`.
 const MAX_DTMF_LEN: usize = 64;
 /// How far past the body limit an oversized body is still read (and discarded), as on the
 /// Bayeux endpoint: a server that answers 413 without reading the body makes hyper drop the
@@ -45,16 +47,10 @@ const MAX_DTMF_LEN: usize = 64;
 const DRAIN_FACTOR: usize = 4;
 /// The response header that names the request header for the CSRF token (GWS's scheme).
 const CSRF_HEADER_NAME: &str = "x-csrf-header";
-/// GWS names that a real server implements but this emulation does not (statusCode 2 with a
-/// clearer message than "unknown").
-const UNSUPPORTED: [&str; 6] = [
-    "InitiateTransfer",
-    "CompleteTransfer",
-    "SingleStepTransfer",
-    "InitiateConference",
-    "CompleteConference",
-    "SingleStepConference",
-];
+/// Longest accepted `disposition` and `dispositionKey`.
+const MAX_DISPOSITION_LEN: usize = 256;
+/// The `userData` key of `SetCallDisposition` when the request names none.
+const DEFAULT_DISPOSITION_KEY: &str = "DispositionCode";
 
 /// The routes of the API (paths relative to `/api/v2`, trailing slash ignored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +69,14 @@ enum Route<'a> {
     Calls,
     /// `/me/calls/{id}`
     Call(&'a str),
+    /// `/me/channels/voice`
+    VoiceChannel,
+    /// `/test/calls` (test control)
+    TestCalls,
+    /// `/test/calls/{id}` (test control)
+    TestCall(&'a str),
+    /// `/test/reset` (test control)
+    TestReset,
 }
 
 impl Route<'_> {
@@ -91,6 +95,10 @@ impl Route<'_> {
             ["devices", id] => Route::Device(id),
             ["me", "calls"] => Route::Calls,
             ["me", "calls", id] => Route::Call(id),
+            ["me", "channels", "voice"] => Route::VoiceChannel,
+            ["test", "calls"] => Route::TestCalls,
+            ["test", "calls", id] => Route::TestCall(id),
+            ["test", "reset"] => Route::TestReset,
             _ => return None,
         })
     }
@@ -98,15 +106,31 @@ impl Route<'_> {
     fn allows(self, method: &Method) -> bool {
         match self {
             Route::MyDevice(_) | Route::Call(_) => method == Method::GET || method == Method::POST,
-            Route::MyDeviceCalls(_) => method == Method::POST,
+            Route::MyDeviceCalls(_)
+            | Route::VoiceChannel
+            | Route::TestCalls
+            | Route::TestCall(_)
+            | Route::TestReset => method == Method::POST,
             _ => method == Method::GET,
         }
+    }
+
+    /// Whether the route belongs to the test-control API.
+    fn is_test_control(self) -> bool {
+        matches!(
+            self,
+            Route::TestCalls | Route::TestCall(_) | Route::TestReset
+        )
     }
 
     fn allow_header(self) -> &'static str {
         match self {
             Route::MyDevice(_) | Route::Call(_) => "GET, POST, OPTIONS",
-            Route::MyDeviceCalls(_) => "POST, OPTIONS",
+            Route::MyDeviceCalls(_)
+            | Route::VoiceChannel
+            | Route::TestCalls
+            | Route::TestCall(_)
+            | Route::TestReset => "POST, OPTIONS",
             _ => "GET, OPTIONS",
         }
     }
@@ -281,11 +305,41 @@ fn parse_operation(body: &[u8]) -> Result<(String, Map<String, Value>), VoiceErr
     }
 }
 
-fn unknown_operation(name: &str) -> VoiceError {
-    if UNSUPPORTED.contains(&name) {
-        VoiceError::InvalidOperation(format!("{name} is not supported"))
-    } else {
-        VoiceError::InvalidOperation("Unknown operation".into())
+fn unknown_operation(_name: &str) -> VoiceError {
+    VoiceError::InvalidOperation("Unknown operation".into())
+}
+
+/// `destination.phoneNumber`: required, printable ASCII without spaces, at most
+/// [`MAX_NUMBER_LEN`] bytes.
+fn destination(body: &Map<String, Value>) -> Result<String, VoiceError> {
+    let destination = match body.get("destination") {
+        Some(Value::Object(d)) => required_str(d, "phoneNumber", MAX_NUMBER_LEN)?,
+        _ => return Err(VoiceError::BadRequest("destination missing".into())),
+    };
+    if !destination.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(VoiceError::BadRequest("phoneNumber is not a number".into()));
+    }
+    Ok(destination)
+}
+
+/// An optional call reference (`consultCallUri`, `otherCallUri`): a URI or a path whose last
+/// segment is the call id.
+fn call_reference(body: &Map<String, Value>, key: &str) -> Result<Option<String>, VoiceError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            let id = s
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or_default();
+            if id.is_empty() {
+                Err(VoiceError::BadRequest(format!("{key} names no call")))
+            } else {
+                Ok(Some(id.to_owned()))
+            }
+        }
+        Some(_) => Err(VoiceError::BadRequest(format!("{key} must be a string"))),
     }
 }
 
@@ -353,13 +407,14 @@ impl VoiceApi {
     }
 
     /// Whether `path` belongs to this API: `/api/v2` and below, except the notifications
-    /// endpoint and its sub-paths (those belong to the Bayeux transport).
+    /// endpoint and its sub-paths (those belong to the Bayeux transport), and the static files
+    /// under `/voice/` (the OpenAPI document, the notification schemas, the agent page).
     pub fn matches(&self, path: &str) -> bool {
         let below = |mount: &str| {
             path.strip_prefix(mount)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         };
-        below(API_PREFIX) && !below(self.notifications_path())
+        (below(API_PREFIX) && !below(self.notifications_path())) || below(STATIC_PREFIX)
     }
 
     /// The path of the Bayeux notifications endpoint (default `/api/v2/notifications`).
@@ -418,6 +473,16 @@ impl VoiceApi {
         B: Body<Data = Bytes>,
     {
         let (parts, body) = req.into_parts();
+        if parts.uri.path() == STATIC_PREFIX {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+            r.headers_mut()
+                .insert(http::header::LOCATION, HeaderValue::from_static("/voice/"));
+            return r;
+        }
+        if parts.uri.path().starts_with("/voice/") {
+            return serve_static(&parts);
+        }
         let gate = &self.inner.gate;
         // A refused origin gets no CORS headers: the foreign page cannot even read the refusal.
         if !gate.request_origin_ok(&parts.headers) {
@@ -513,23 +578,23 @@ impl VoiceApi {
         B: Body<Data = Bytes>,
     {
         let route = Route::parse(parts.uri.path())
+            .filter(|r| self.inner.config.test_control || !r.is_test_control())
             .ok_or_else(|| VoiceError::NotFound("Resource not found".into()))?;
         if !route.allows(&parts.method) {
             return Err(VoiceError::MethodNotAllowed);
         }
-        let base = self.inner.config.base_url();
         let switch = &self.inner.switch;
         if parts.method == Method::GET {
             return match route {
-                Route::Me => ok(Some(("user", user.user_json(base)))),
-                Route::MyDevices => ok(Some(("devices", json!([user.device_json(base)])))),
+                Route::Me => ok(Some(("user", switch.user_json(user)))),
+                Route::MyDevices => ok(Some(("devices", json!([switch.device_json(user)])))),
                 Route::MyDevice(id) | Route::Device(id) if user.owns_device(id) => {
-                    ok(Some(("device", user.device_json(base))))
+                    ok(Some(("device", switch.device_json(user))))
                 }
                 Route::MyDevice(_) | Route::Device(_) => Err(VoiceError::device_not_found()),
                 Route::Calls => ok(Some(("calls", Value::Array(switch.calls_json(user)?)))),
                 Route::Call(id) => ok(Some(("call", switch.call_json(user, id)?))),
-                Route::MyDeviceCalls(_) => Err(VoiceError::MethodNotAllowed),
+                _ => Err(VoiceError::MethodNotAllowed),
             };
         }
         if !declares_json(&parts.headers) {
@@ -548,29 +613,65 @@ impl VoiceApi {
                 *close = refused.close;
                 refused.error
             })?;
+        if route == Route::TestReset {
+            // No body, or an empty object.
+            if !body.is_empty() && serde_json::from_slice::<Map<String, Value>>(&body).is_err() {
+                return Err(VoiceError::BadRequest(
+                    "Body must be empty or a JSON object".into(),
+                ));
+            }
+            switch.reset();
+            return ok(None);
+        }
+        if route == Route::TestCalls {
+            let body: Value = serde_json::from_slice(&body)
+                .map_err(|_| VoiceError::BadRequest("Body is not valid JSON".into()))?;
+            let Value::Object(mut body) = body else {
+                return Err(VoiceError::BadRequest("Body must be a JSON object".into()));
+            };
+            let from = required_str(&body, "from", MAX_NUMBER_LEN)?;
+            let to = required_str(&body, "to", MAX_NUMBER_LEN)?;
+            if !from.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(VoiceError::BadRequest("from is not a number".into()));
+            }
+            let data = user_data(&mut body, false)?;
+            let id = switch.test_inbound_call(&from, &to, data)?;
+            return ok(Some(("id", Value::from(id))));
+        }
         let (name, mut body) = parse_operation(&body)?;
         match route {
+            Route::TestCall(id) => {
+                let what = match name.as_str() {
+                    "FarEndAnswer" => FarEnd::Answer,
+                    "FarEndBusy" => FarEnd::Busy,
+                    "FarEndRelease" => FarEnd::Release,
+                    _ => return Err(unknown_operation(&name)),
+                };
+                switch.far_end(id, what)?;
+                ok(None)
+            }
             Route::MyDeviceCalls(device) => {
                 if name != "Dial" {
                     return Err(unknown_operation(&name));
                 }
                 Switch::check_features(user, None)?;
-                let destination = match body.get("destination") {
-                    Some(Value::Object(d)) => required_str(d, "phoneNumber", MAX_NUMBER_LEN)?,
-                    _ => return Err(VoiceError::BadRequest("destination missing".into())),
-                };
-                if !destination.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(VoiceError::BadRequest("phoneNumber is not a number".into()));
-                }
+                let destination = destination(&body)?;
                 let data = user_data(&mut body, false)?;
                 switch.dial(user, device, &destination, data)?;
                 ok(None)
             }
             Route::MyDevice(device) => {
-                if name != Operation::StopCallRecording.name() {
-                    return Err(unknown_operation(&name));
+                match name.as_str() {
+                    "StopCallRecording" => switch.stop_device_recording(user, device)?,
+                    "DoNotDisturbOn" => switch.set_do_not_disturb(user, device, true)?,
+                    "DoNotDisturbOff" => switch.set_do_not_disturb(user, device, false)?,
+                    _ => return Err(unknown_operation(&name)),
                 }
-                switch.stop_device_recording(user, device)?;
+                ok(None)
+            }
+            Route::VoiceChannel => {
+                let mode = channel_operation(&name, &body)?;
+                switch.set_agent_mode(user, mode)?;
                 ok(None)
             }
             Route::Call(id) => {
@@ -584,8 +685,42 @@ impl VoiceApi {
                     Operation::DeleteUserDataPair => {
                         params.key = Some(required_str(&body, "key", usize::MAX)?);
                     }
+                    Operation::SingleStepTransfer
+                    | Operation::SingleStepConference
+                    | Operation::InitiateTransfer
+                    | Operation::InitiateConference => {
+                        // `location` is accepted and ignored.
+                        params.destination = Some(destination(&body)?);
+                        params.user_data = user_data(&mut body, false)?;
+                    }
+                    Operation::CompleteTransfer | Operation::CompleteConference => {
+                        params.other_call = call_reference(&body, "consultCallUri")?;
+                    }
+                    Operation::SwapCalls => {
+                        params.other_call = call_reference(&body, "otherCallUri")?;
+                    }
+                    Operation::RemoveParticipantFromConference => {
+                        params.participant =
+                            Some(required_str(&body, "participant", MAX_NUMBER_LEN)?);
+                    }
+                    Operation::SetCallDisposition => {
+                        let value = required_str(&body, "disposition", MAX_DISPOSITION_LEN)?;
+                        let key = match body.get("dispositionKey") {
+                            None | Some(Value::Null) => DEFAULT_DISPOSITION_KEY.to_owned(),
+                            Some(_) => required_str(&body, "dispositionKey", MAX_DISPOSITION_LEN)?,
+                        };
+                        params.disposition = Some((key, value));
+                    }
                     Operation::SendDtmf => {
-                        required_str(&body, "dtmfDigits", MAX_DTMF_LEN)?;
+                        let digits = required_str(&body, "digits", MAX_DTMF_LEN)?;
+                        if !digits
+                            .bytes()
+                            .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
+                        {
+                            return Err(VoiceError::BadRequest(
+                                "digits may hold only 0-9, * and #".into(),
+                            ));
+                        }
                     }
                     _ => {}
                 }
@@ -600,6 +735,44 @@ impl VoiceApi {
     pub(crate) fn switch(&self) -> &Arc<Switch> {
         &self.inner.switch
     }
+}
+
+/// A static file under `/voice/`: public (no credentials, like any web page), GET and HEAD
+/// only, cacheable for a short while.
+fn serve_static(parts: &http::request::Parts) -> Response<Full<Bytes>> {
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        let mut r = error_response(&VoiceError::MethodNotAllowed);
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let Some((content_type, bytes)) = assets::static_file(parts.uri.path()) else {
+        return error_response(&VoiceError::NotFound("Resource not found".into()));
+    };
+    let len = bytes.len();
+    let body = if parts.method == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(bytes)
+    };
+    let mut r = Response::new(Full::new(body));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+    // The page loads only its own scripts and talks only to its own origin; the CometD client
+    // runs its timers in a worker made from a blob.
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; worker-src 'self' blob:; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 /// The answer to `OPTIONS` (unauthenticated, as browsers send preflights without
@@ -691,6 +864,8 @@ mod tests {
         assert!(!api.matches("/api/v2/notifications/handshake"));
         assert!(!api.matches("/api/v20"));
         assert!(!api.matches("/cometd"));
+        assert!(api.matches("/voice/openapi.json"));
+        assert!(!api.matches("/voicex"));
         assert!(api.switch().call_count() == 0);
     }
 }

@@ -86,6 +86,11 @@ pub struct VoiceConfig {
     pub max_cookie_sessions_per_user: usize,
     /// A session cookie unused for this many seconds is forgotten.
     pub cookie_idle_timeout_secs: u64,
+    /// Serves the test-control API under `/api/v2/test` (inbound calls from outside, far-end
+    /// answer, busy and release, reset of all state). Off by default: when off, those paths
+    /// answer 404/6 like any unknown path. For test doubles only; any configured user may use
+    /// it.
+    pub test_control: bool,
 }
 
 impl Default for VoiceConfig {
@@ -106,6 +111,7 @@ impl Default for VoiceConfig {
             max_cookie_sessions: 10_000,
             max_cookie_sessions_per_user: 16,
             cookie_idle_timeout_secs: 3600,
+            test_control: false,
         }
     }
 }

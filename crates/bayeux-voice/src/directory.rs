@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
+use crate::agent::AgentState;
 use crate::config::{FEATURE_RECORDING, FEATURE_VOICE, UserConfig};
 
 /// One user as the service sees it.
@@ -38,23 +39,28 @@ impl User {
         self.device_id.eq_ignore_ascii_case(id)
     }
 
-    /// The device object of `GET /api/v2/me/devices`.
-    pub fn device_json(&self, base: &str) -> Value {
+    /// The device object of `GET /api/v2/me/devices`, in agent state `agent`.
+    pub fn device_json(&self, base: &str, agent: &AgentState) -> Value {
         let mut caps = Vec::new();
         if self.voice {
             caps.push("Dial");
             if self.recording {
                 caps.push("StopCallRecording");
             }
+            caps.push(if agent.do_not_disturb {
+                "DoNotDisturbOff"
+            } else {
+                "DoNotDisturbOn"
+            });
         }
         json!({
             "id": self.device_id,
             "deviceState": "Active",
-            "userState": {"state": "Ready", "displayName": "Ready"},
+            "userState": agent.user_state_json(),
             "phoneNumber": self.dn,
             "e164Number": "",
             "telephonyNetwork": "Private",
-            "doNotDisturb": "Off",
+            "doNotDisturb": agent.dnd_json(),
             "capabilities": caps,
             "uri": format!("{base}/api/v2/devices/{}", self.device_id),
             "path": format!("/devices/{}", self.device_id),
@@ -62,13 +68,13 @@ impl User {
     }
 
     /// The user object of `GET /api/v2/me`.
-    pub fn user_json(&self, base: &str) -> Value {
+    pub fn user_json(&self, base: &str, agent: &AgentState) -> Value {
         json!({
             "id": &*self.name,
             "userName": &*self.name,
             "roles": ["ROLE_AGENT"],
             "enabledFeatures": self.features,
-            "devices": [self.device_json(base)],
+            "devices": [self.device_json(base, agent)],
             "uri": format!("{base}/api/v2/users/{}", self.name),
             "path": format!("/users/{}", self.name),
         })

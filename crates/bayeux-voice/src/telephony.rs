@@ -118,9 +118,10 @@ impl CallControl {
             .ok_or_else(|| VoiceError::Internal("voice service stopped".into()))
     }
 
-    /// The far end of an outbound call answered: the caller's leg goes from `Dialing` to
-    /// `Established`. Fails with statusCode 2 when the call is not a dialing outbound call (e.g.
-    /// the caller hung up), 6 when it does not exist.
+    /// The far end of an outbound call (a Dial or a consultation to an outside number)
+    /// answered: every `Dialing` leg of the call becomes `Established`. Fails with statusCode 2
+    /// when no outside party of the call is still alerting (e.g. the caller hung up), 6 when the
+    /// call does not exist.
     pub fn far_end_answered(&self, call_id: &str) -> Result<(), VoiceError> {
         self.switch()?.far_end_answered(call_id)
     }

@@ -200,6 +200,16 @@ async fn malformed_bodies_are_400_1() {
         r#"{"operationName":"DeleteUserDataPair"}"#,
         r#"{"operationName":"DeleteUserDataPair","key":5}"#,
         r#"{"operationName":"SendDtmf"}"#,
+        // The old, non-GWS field name is not accepted: GWS's is `digits`.
+        r#"{"operationName":"SendDtmf","dtmfDigits":"12"}"#,
+        r#"{"operationName":"SendDtmf","digits":""}"#,
+        r#"{"operationName":"SendDtmf","digits":"12a"}"#,
+        r#"{"operationName":"SendDtmf","digits":12}"#,
+        r#"{"operationName":"SendDTMF","digits":"1 2"}"#,
+        r#"{"operationName":"SetCallDisposition"}"#,
+        r#"{"operationName":"SetCallDisposition","disposition":""}"#,
+        r#"{"operationName":"SetCallDisposition","disposition":3}"#,
+        r#"{"operationName":"SetCallDisposition","disposition":"x","dispositionKey":""}"#,
     ] {
         let r = send(
             &h.api,
@@ -224,6 +234,104 @@ async fn malformed_bodies_are_400_1() {
 }
 
 #[tokio::test]
+async fn send_dtmf_notifies_dtmf_sent_to_the_requester_only() {
+    let h = Harness::demo();
+    let id = h.dial_id("agent1", "15001").await;
+    h.drain();
+    // Dialing: accepted, under either spelling of the operation name.
+    for name in ["SendDtmf", "SendDTMF"] {
+        h.op(
+            "agent1",
+            &id,
+            json!({"operationName": name, "digits": "0123456789*#"}),
+        )
+        .await
+        .expect(200, 0);
+        let mine = h.inbox("agent1").take();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!(mine[0]["messageType"], "CallStateChangeMessage");
+        assert_eq!(mine[0]["notificationType"], "DtmfSent");
+        assert_eq!(mine[0]["phoneNumber"], "15000");
+        assert_eq!(mine[0]["call"]["id"], id.as_str());
+        assert_eq!(mine[0]["call"]["state"], "Dialing");
+        assert_eq!(h.pending(), 0, "the other party hears nothing");
+    }
+    // Ringing (agent2's leg): not listed, refused, nothing published.
+    let caps = h.call("agent2", &id).await["capabilities"].clone();
+    assert!(!caps.as_array().unwrap().contains(&json!("SendDtmf")));
+    h.op(
+        "agent2",
+        &id,
+        json!({"operationName": "SendDtmf", "digits": "1"}),
+    )
+    .await
+    .expect(400, 2);
+    assert_eq!(h.pending(), 0);
+}
+
+#[tokio::test]
+async fn mute_and_disposition() {
+    let h = Harness::demo();
+    let id = h.dial_id("agent1", "15001").await;
+    // Not while dialing.
+    h.op("agent1", &id, json!({"operationName": "MuteCall"}))
+        .await
+        .expect(400, 2);
+    h.op("agent2", &id, json!({"operationName": "Answer"}))
+        .await
+        .expect(200, 0);
+    h.drain();
+    h.op("agent1", &id, json!({"operationName": "MuteCall"}))
+        .await
+        .expect(200, 0);
+    let n = h.inbox("agent1").take();
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0]["notificationType"], "StatusChange");
+    assert_eq!(n[0]["call"]["mute"], "On");
+    assert!(
+        n[0]["call"]["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("UnmuteCall"))
+    );
+    assert_eq!(h.pending(), 0, "the other party hears nothing of a mute");
+    assert_eq!(h.call("agent2", &id).await["mute"], "Off");
+    h.op("agent1", &id, json!({"operationName": "MuteCall"}))
+        .await
+        .expect(400, 2);
+    h.op("agent1", &id, json!({"operationName": "UnmuteCall"}))
+        .await
+        .expect(200, 0);
+    assert_eq!(h.inbox("agent1").take()[0]["call"]["mute"], "Off");
+    // Disposition: the default key, then a named one; every party is told.
+    h.op(
+        "agent2",
+        &id,
+        json!({"operationName": "SetCallDisposition", "disposition": "Sale",
+               "callUuid": id, "callUri": "ignored"}),
+    )
+    .await
+    .expect(200, 0);
+    h.op(
+        "agent2",
+        &id,
+        json!({"operationName": "SetCallDisposition", "disposition": "42", "dispositionKey": "Outcome"}),
+    )
+    .await
+    .expect(200, 0);
+    for user in ["agent1", "agent2"] {
+        let n = h.inbox(user).take();
+        assert_eq!(n.len(), 2, "{user}: {n:?}");
+        assert!(
+            n.iter()
+                .all(|n| n["notificationType"] == "AttachedDataChanged")
+        );
+        assert_eq!(n[1]["call"]["userData"]["DispositionCode"], "Sale");
+        assert_eq!(n[1]["call"]["userData"]["Outcome"], "42");
+    }
+}
+
+#[tokio::test]
 async fn unknown_operations_are_400_2() {
     let h = Harness::demo();
     let id = h.dial_id("agent1", "15001").await;
@@ -231,8 +339,9 @@ async fn unknown_operations_are_400_2() {
     for name in [
         "Frobnicate",
         "hangup",
-        "SingleStepTransfer",
-        "InitiateConference",
+        // GWS operations that are not emulated.
+        "ClearCall",
+        "Reject",
         "Dial",
     ] {
         h.op("agent1", &id, json!({"operationName": name}))
@@ -822,4 +931,36 @@ async fn served_as_a_tower_service() {
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["user"]["userName"], "agent3");
     assert_eq!(v["user"]["devices"][0]["phoneNumber"], "15002");
+}
+
+#[tokio::test]
+async fn the_contract_is_served_without_credentials() {
+    let h = Harness::demo();
+    let r = send(&h.api, req("GET", "/voice/openapi.json"), None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(
+        r.json,
+        serde_json::from_str::<Value>(bayeux_voice::OPENAPI).unwrap()
+    );
+    for (name, _) in bayeux_voice::NOTIFICATION_SCHEMAS {
+        let r = send(
+            &h.api,
+            req("GET", &format!("/voice/schemas/{name}.schema.json")),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{name}");
+        assert_eq!(r.headers["content-type"], "application/schema+json");
+        assert_eq!(r.json["$ref"], format!("#/$defs/{name}"));
+    }
+    let r = send(&h.api, req("GET", "/voice/nothing"), None).await;
+    r.expect(404, 6);
+    let r = send(
+        &h.api,
+        req("POST", "/voice/openapi.json").json(),
+        Some("{}".into()),
+    )
+    .await;
+    r.expect(405, 2);
 }

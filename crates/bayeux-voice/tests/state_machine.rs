@@ -4,18 +4,17 @@
 
 mod common;
 
-use bayeux_voice::model::{capabilities, transition};
-use bayeux_voice::{CallState, Operation, RecordingState};
+use bayeux_voice::model::{Effect, capabilities, rule, transition};
+use bayeux_voice::{CallState, LegState, Mute, Operation, RecordingState};
 use common::{Harness, summary};
 use serde_json::{Value, json};
 
 /// Brings a fresh internal call agent1 → agent2 into `state`/`rec` for the acting user and
 /// returns `(call id, actor, peer)`.
-async fn reach(
-    h: &Harness,
-    state: CallState,
-    rec: RecordingState,
-) -> (String, &'static str, &'static str) {
+async fn reach(h: &Harness, leg: LegState) -> (String, &'static str, &'static str) {
+    let LegState {
+        state, rec, mute, ..
+    } = leg;
     let id = h.dial_id("agent1", "15001").await;
     if state == CallState::Ringing {
         h.drain();
@@ -46,6 +45,11 @@ async fn reach(
         .await
         .expect(200, 0);
     }
+    if mute == Mute::On {
+        h.op("agent1", &id, json!({"operationName": "MuteCall"}))
+            .await
+            .expect(200, 0);
+    }
     match state {
         CallState::Held => h
             .op("agent1", &id, json!({"operationName": "Hold"}))
@@ -66,7 +70,13 @@ fn body(op: Operation) -> Value {
     match op {
         Operation::AttachUserData | Operation::UpdateUserData => b["userData"] = json!({"k": "v"}),
         Operation::DeleteUserDataPair => b["key"] = json!("k"),
-        Operation::SendDtmf => b["dtmfDigits"] = json!("123#"),
+        Operation::SendDtmf => b["digits"] = json!("123#"),
+        Operation::SetCallDisposition => b["disposition"] = json!("Sale"),
+        Operation::SingleStepTransfer
+        | Operation::SingleStepConference
+        | Operation::InitiateTransfer
+        | Operation::InitiateConference => b["destination"] = json!({"phoneNumber": "15002"}),
+        Operation::RemoveParticipantFromConference => b["participant"] = json!("15001"),
         _ => {}
     }
     b
@@ -81,25 +91,32 @@ fn name<T: std::fmt::Debug>(v: T) -> String {
     format!("{v:?}")
 }
 
-const REACHABLE: [(CallState, RecordingState); 9] = [
-    (CallState::Dialing, RecordingState::Stopped),
-    (CallState::Ringing, RecordingState::Stopped),
-    (CallState::Established, RecordingState::Stopped),
-    (CallState::Established, RecordingState::Recording),
-    (CallState::Established, RecordingState::Paused),
-    (CallState::Held, RecordingState::Stopped),
-    (CallState::Held, RecordingState::Recording),
-    (CallState::Held, RecordingState::Paused),
-    (CallState::Released, RecordingState::Stopped),
+const REACHABLE: [(CallState, RecordingState, Mute); 11] = [
+    (CallState::Dialing, RecordingState::Stopped, Mute::Off),
+    (CallState::Ringing, RecordingState::Stopped, Mute::Off),
+    (CallState::Established, RecordingState::Stopped, Mute::Off),
+    (CallState::Established, RecordingState::Recording, Mute::Off),
+    (CallState::Established, RecordingState::Paused, Mute::Off),
+    (CallState::Established, RecordingState::Recording, Mute::On),
+    (CallState::Held, RecordingState::Stopped, Mute::Off),
+    (CallState::Held, RecordingState::Recording, Mute::Off),
+    (CallState::Held, RecordingState::Paused, Mute::Off),
+    (CallState::Held, RecordingState::Stopped, Mute::On),
+    (CallState::Released, RecordingState::Stopped, Mute::Off),
 ];
 
 #[tokio::test]
 async fn every_operation_from_every_state() {
     let (mut allowed, mut refused) = (0, 0);
-    for (state, rec) in REACHABLE {
+    for (state, rec, mute) in REACHABLE {
+        let leg = LegState {
+            rec,
+            mute,
+            ..LegState::new(state)
+        };
         for op in Operation::ALL {
             let h = Harness::demo();
-            let (id, actor, peer) = reach(&h, state, rec).await;
+            let (id, actor, peer) = reach(&h, leg).await;
             let before = (h.call(actor, &id).await, h.call(peer, &id).await);
             assert_eq!(before.0["state"], name(state), "setup {state:?}/{rec:?}");
             assert_eq!(
@@ -107,9 +124,10 @@ async fn every_operation_from_every_state() {
                 name(rec),
                 "setup {state:?}/{rec:?}"
             );
+            assert_eq!(before.0["mute"], name(mute), "setup {leg:?}");
             let r = h.op(actor, &id, body(op)).await;
-            let case = format!("{op:?} from {state:?}/{rec:?}");
-            let Some((next, next_rec)) = transition(state, rec, op) else {
+            let case = format!("{op:?} from {leg:?}");
+            let Some(next_leg) = transition(leg, op) else {
                 refused += 1;
                 r.expect(400, 2);
                 assert_eq!(h.pending(), 0, "{case}: a refused operation published");
@@ -128,10 +146,19 @@ async fn every_operation_from_every_state() {
             };
             allowed += 1;
             r.expect(200, 0);
+            if !matches!(
+                rule(op).effect,
+                Effect::Leg | Effect::UserData | Effect::Answer | Effect::Release
+            ) {
+                // Operations that move parties: tests/transfers.rs checks their effects.
+                continue;
+            }
+            let (next, next_rec) = (next_leg.state, next_leg.rec);
             let call = h.call(actor, &id).await;
             assert_eq!(call["state"], name(next), "{case}");
             assert_eq!(call["recordingState"], name(next_rec), "{case}");
-            let caps: Vec<String> = capabilities(next, next_rec, true)
+            assert_eq!(call["mute"], name(next_leg.mute), "{case}");
+            let caps: Vec<String> = capabilities(next_leg, true)
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
@@ -140,10 +167,13 @@ async fn every_operation_from_every_state() {
             let theirs = h.inbox(peer).take();
             assert_eq!(h.inbox("agent3").len(), 0, "{case}: bystander notified");
             let (n_mine, n_theirs, kind) = match op {
-                Operation::SendDtmf => (0, 0, ""),
+                Operation::SendDtmf => (1, 0, "DtmfSent"),
                 Operation::Answer => (1, 1, "StatusChange"),
                 Operation::Hangup => (1, 1, "StatusChange"),
-                Operation::Hold | Operation::Retrieve => (1, 0, "StatusChange"),
+                Operation::Hold
+                | Operation::Retrieve
+                | Operation::MuteCall
+                | Operation::UnmuteCall => (1, 0, "StatusChange"),
                 o if o.is_recording() => (1, 0, "CallRecordingStateChange"),
                 _ => (1, 1, "AttachedDataChanged"),
             };
@@ -173,8 +203,18 @@ async fn every_operation_from_every_state() {
             }
         }
     }
-    assert_eq!(allowed + refused, 9 * 13);
-    assert_eq!(allowed, 58, "allowed transitions");
+    assert_eq!(allowed + refused, 11 * 24);
+    // Per leg (counted by hand from the contract's tables): Dialing 7 (Hangup, SendDtmf, 5
+    // user-data), Ringing 7 (Answer, Hangup, 5), Released 0; Established/Off: Hold, Hangup,
+    // SendDtmf, MuteCall, 5, plus 1 (Stopped: Start) or 2 (Pause or Resume, and Stop) = 10, 11,
+    // 11, and Established/Recording/On 11 (UnmuteCall instead of MuteCall); Held: Retrieve,
+    // Hangup, 5, plus Stop when recording = 7, 8, 8, and Held/Stopped/On 7; plus the four
+    // single-step and initiate operations on each of the four Established legs.
+    assert_eq!(
+        allowed,
+        7 + 7 + 10 + 11 + 11 + 11 + 7 + 8 + 8 + 7 + 4 * 4,
+        "allowed transitions"
+    );
 }
 
 #[tokio::test]

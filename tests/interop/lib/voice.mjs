@@ -1,4 +1,4 @@
-// Helpers for the voice API interop tests (voice.test.mjs): Basic credentials, REST calls under
+// Helpers for the voice API interop tests (voice*.test.mjs): Basic credentials, REST calls under
 // /api/v2, CometD clients on the authenticated notifications endpoint, and the shape of a GWS
 // CallStateChangeMessage.
 //
@@ -162,9 +162,12 @@ export async function rawBayeux(baseUrl, messages, headers = {}, suffix = "") {
     return { status: res.status, body };
 }
 
-/** Capabilities per the contract (voice-api.md, "Calls" and "Recording"), as sorted lists. */
-const USER_DATA_OPS = ["AttachUserData", "UpdateUserData", "DeleteUserDataPair", "DeleteUserData"];
-const ESTABLISHED_BASE = ["Hangup", "Hold", "SendDtmf", "InitiateConference", "SingleStepTransfer", "InitiateTransfer",
+/**
+ * Capabilities per the contract (docs/voice-api.md, "Capabilities: one rule" and "Recording") of a
+ * two-party call in no consultation pair, unmuted, as sorted lists.
+ */
+const USER_DATA_OPS = ["AttachUserData", "UpdateUserData", "DeleteUserDataPair", "DeleteUserData", "SetCallDisposition"];
+const ESTABLISHED_BASE = ["Hangup", "Hold", "SendDtmf", "MuteCall", "InitiateConference", "SingleStepTransfer", "InitiateTransfer",
     "SingleStepConference", ...USER_DATA_OPS];
 
 export function expectedCapabilities(state, recordingState, recordingFeature = true) {

@@ -30,6 +30,14 @@ impl Inbox {
             .collect()
     }
 
+    /// Takes the notifications received on `channel`, leaving the others.
+    pub fn take_on(&self, channel: &str) -> Vec<Value> {
+        let mut all = self.0.lock();
+        let (mine, rest): (Vec<_>, Vec<_>) = all.drain(..).partition(|(c, _)| c == channel);
+        *all = rest;
+        mine.into_iter().map(|(_, d)| d).collect()
+    }
+
     /// The `i`th notification still waiting, without taking it.
     pub fn peek(&self, i: usize) -> Value {
         self.0.lock()[i].1.clone()
@@ -91,6 +99,7 @@ impl Harness {
             let i = inbox.clone();
             sessions.push(engine.local_session(Some(&u.name), move |d| {
                 let v: Value = serde_json::from_str(d.data.get()).unwrap();
+                schema::check_notification(d.channel.as_str(), &v);
                 i.0.lock().push((d.channel.as_str().to_owned(), v));
             }));
             inboxes.insert(u.name.clone(), inbox);
@@ -111,10 +120,10 @@ impl Harness {
         &self.inboxes[user]
     }
 
-    /// Drains every inbox.
+    /// Drains every inbox (every channel).
     pub fn drain(&self) {
         for i in self.inboxes.values() {
-            i.take();
+            i.0.lock().clear();
         }
     }
 
@@ -255,7 +264,9 @@ pub async fn send_body<B>(api: &VoiceApi, r: Req, body: B) -> Resp
 where
     B: http_body::Body<Data = Bytes>,
 {
-    let resp = api.handle(r.builder.body(body).unwrap()).await;
+    let request = r.builder.body(body).unwrap();
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let resp = api.handle(request).await;
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
     let json = if bytes.is_empty() {
@@ -263,6 +274,9 @@ where
     } else {
         serde_json::from_slice(&bytes).unwrap()
     };
+    if !json.is_null() && !path.starts_with("/voice/") {
+        schema::check_response(method.as_str(), &path, parts.status.as_u16(), &json);
+    }
     Resp {
         status: parts.status.as_u16(),
         json,
@@ -278,4 +292,94 @@ pub fn summary(n: &Value) -> (String, String, String) {
         s(&n["call"]["state"]),
         s(&n["call"]["recordingState"]),
     )
+}
+
+/// Every REST answer and every notification the tests see is validated against the checked-in
+/// OpenAPI document (`openapi/voice-api.json`) with the `jsonschema` crate, so the document
+/// cannot drift from the code.
+pub mod schema {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use bayeux_voice::{NOTIFICATION_SCHEMAS, OPENAPI, json_schema};
+    use serde_json::Value;
+
+    fn doc() -> &'static Value {
+        static DOC: OnceLock<Value> = OnceLock::new();
+        DOC.get_or_init(|| serde_json::from_str(OPENAPI).expect("the OpenAPI document parses"))
+    }
+
+    fn validator(name: &str) -> Arc<jsonschema::Validator> {
+        static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> =
+            OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(v) = cache.lock().unwrap().get(name) {
+            return v.clone();
+        }
+        let schema = json_schema(name).unwrap_or_else(|| panic!("no schema {name}"));
+        let v = Arc::new(
+            jsonschema::draft202012::new(&schema)
+                .unwrap_or_else(|e| panic!("schema {name} does not compile: {e}")),
+        );
+        cache.lock().unwrap().insert(name.to_owned(), v.clone());
+        v
+    }
+
+    /// Asserts that `value` is valid against the document's schema `name`.
+    #[track_caller]
+    pub fn check(name: &str, value: &Value) {
+        let v = validator(name);
+        let errors: Vec<String> = v
+            .iter_errors(value)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "not a valid {name}: {errors:?}\n{value}");
+    }
+
+    /// The schema of a response, from the document's paths: the path template that matches,
+    /// the method, the status (else `default`).
+    fn response_schema(method: &str, path: &str, status: u16) -> Option<String> {
+        let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+        let paths = doc()["paths"].as_object()?;
+        let (_, item) = paths.iter().find(|(template, _)| {
+            let t: Vec<&str> = template.split('/').collect();
+            t.len() == segs.len()
+                && t.iter()
+                    .zip(&segs)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+        })?;
+        let op = item.get(method.to_ascii_lowercase())?;
+        let responses = &op["responses"];
+        let r = responses
+            .get(status.to_string())
+            .unwrap_or(&responses["default"]);
+        let reference = r["content"]["application/json"]["schema"]["$ref"].as_str()?;
+        Some(reference.rsplit('/').next()?.to_owned())
+    }
+
+    /// Asserts that a REST answer is valid: against the documented schema of its route, method
+    /// and status; an answer on an undocumented route or method must be an error.
+    #[track_caller]
+    pub fn check_response(method: &str, path: &str, status: u16, json: &Value) {
+        match response_schema(method, path, status) {
+            Some(name) => check(&name, json),
+            None => {
+                assert_ne!(
+                    status, 200,
+                    "{method} {path} answered 200 but is not documented"
+                );
+                check("Error", json);
+            }
+        }
+    }
+
+    /// Asserts that a notification's `data` is valid against its channel's schema.
+    #[track_caller]
+    pub fn check_notification(channel: &str, data: &Value) {
+        let (name, _) = NOTIFICATION_SCHEMAS
+            .iter()
+            .find(|(_, c)| *c == channel)
+            .unwrap_or_else(|| panic!("no schema for notifications on {channel}"));
+        check(name, data);
+    }
 }

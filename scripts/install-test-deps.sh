@@ -48,6 +48,14 @@ else
     fi
 fi
 
+# --- openssl (tls.test.mjs makes its test CA with it) -------------------------------------------
+if ! command -v openssl >/dev/null 2>&1; then
+    log "installing Debian package openssl"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends openssl >/dev/null
+fi
+
 # --- npm packages ------------------------------------------------------------------------------
 stamp="$interop/node_modules/.install-stamp"
 want="$(cat "$interop/package.json" "$interop/package-lock.json" 2>/dev/null | sha256sum | cut -d' ' -f1)"

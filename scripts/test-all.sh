@@ -15,8 +15,21 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p bayeux-core --features model-check --all-targets -- -D warnings
 
+step "bayeux-server: every combination of its features (redis, voice, tls, jemalloc)"
+# Each optional part must build alone and without the others; warnings are errors.
+for redis in "" redis; do for voice in "" voice; do for tls in "" tls; do for alloc in "" jemalloc; do
+  features="$(echo $redis $voice $tls $alloc | tr ' ' ',')"
+  echo "features: [${features}]"
+  cargo clippy -q -p bayeux-server --no-default-features --features "$features" -- -D warnings
+done; done; done; done
+cargo clippy -q -p bayeux-server --no-default-features --all-targets -- -D warnings
+
+step "documentation (rustdoc warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
 step "unit, integration, property and abuse tests"
-cargo test --workspace
+# Tests that need an external program (redis-server) fail here rather than print "skipped:".
+BAYEUX_REQUIRE_EXTERNAL=1 cargo test --workspace
 # The session state machine under shuttle's schedulers (a test-only feature of the core).
 cargo test -p bayeux-core --features model-check --lib model_check
 # The in-process example asserts what it prints: run it so it cannot rot.

@@ -15,6 +15,20 @@
 //! publisher in the bytes.
 //!
 //! What it does not do: TLS, HTTP/2, the ack extension, or anything but benchmark traffic.
+//!
+//! A payload as publishers send it, and a delivery of it found again without parsing:
+//!
+//! ```
+//! use bayeux_benches::scan::{payload, scan};
+//!
+//! let mut data = String::new();
+//! payload(&mut data, 7, 1_000, 2, "");
+//! let frame = format!(r#"[{{"channel":"/bench","data":{data}}}]"#);
+//! let mut seen = Vec::new();
+//! let info = scan(frame.as_bytes(), |s| seen.push((s.publisher, s.seq, s.ts)));
+//! assert_eq!(info.deliveries, 1);
+//! assert_eq!(seen, [(2, 7, 1_000)]);
+//! ```
 
 pub mod clock;
 pub mod conn;

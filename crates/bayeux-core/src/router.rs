@@ -5,7 +5,7 @@
 //! `/a/b/*`, `/a/b/**`, `/a/**` and `/**`. A session matched through several of them receives the
 //! message once. Publishing takes only shard read locks.
 //!
-//! Fan-out ([`Router::publish`]) serializes a broadcast once, queues the same bytes to every
+//! Fan-out (`Router::publish`) serializes a broadcast once, queues the same bytes to every
 //! matching remote session, calls the matching local sessions back (after the locks are
 //! released), and hands the bytes to the cross-node [`Backplane`]; it reports what the engine
 //! needs to count deliveries and apply the overflow policy.

@@ -1,7 +1,13 @@
 //! The backplane against a real `redis-server` started on a free loopback port: two engines in
-//! one process play two nodes. Skipped (with a note) when `redis-server` is not installed
-//! (`scripts/cluster-deps.sh` installs it); `BAYEUX_REDIS_SERVER` names another binary.
+//! one process play two nodes. `BAYEUX_REDIS_SERVER` names another binary.
+//!
+//! Without `redis-server` (`scripts/cluster-deps.sh` installs it) each test prints
+//! `skipped: <test>: redis-server not found ...` on the terminal and returns: libtest has no
+//! run-time skip, so it is counted among the passed ones and the `skipped:` lines are the count
+//! (`cargo test 2>&1 | grep -c '^skipped:'`). With `BAYEUX_REQUIRE_EXTERNAL=1` (set by
+//! `scripts/test-all.sh`) a missing `redis-server` fails the test instead.
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -12,14 +18,18 @@ use bayeux_core::{Engine, EngineConfig, LocalSession};
 use bayeux_redis::{RedisBackplane, RedisConfig};
 use parking_lot::Mutex;
 
+/// `BAYEUX_REDIS_SERVER`, else the usual places; `None` when the binary does not exist.
 fn redis_binary() -> Option<String> {
-    if let Ok(b) = std::env::var("BAYEUX_REDIS_SERVER") {
-        return Some(b);
-    }
-    ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+    let candidates = match std::env::var("BAYEUX_REDIS_SERVER") {
+        Ok(b) => vec![b],
+        Err(_) => vec![
+            "/usr/bin/redis-server".to_owned(),
+            "/usr/local/bin/redis-server".to_owned(),
+        ],
+    };
+    candidates
         .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .map(str::to_owned)
+        .find(|p| std::path::Path::new(p).is_file())
 }
 
 fn free_port() -> u16 {
@@ -40,7 +50,7 @@ struct RedisServer {
 impl RedisServer {
     fn start() -> Option<RedisServer> {
         let Some(bin) = redis_binary() else {
-            eprintln!("redis-server not found: skipping (run scripts/cluster-deps.sh)");
+            skip("redis-server not found (run scripts/cluster-deps.sh or set BAYEUX_REDIS_SERVER)");
             return None;
         };
         let mut s = RedisServer {
@@ -94,6 +104,19 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Reports a skipped test: a `skipped: <test>: <reason>` line written to the process's stderr
+/// itself, which libtest does not capture (it captures only `print!`/`eprint!`), so it shows in
+/// a plain `cargo test`. Panics instead when `BAYEUX_REQUIRE_EXTERNAL=1`, as in CI, where a
+/// missing tool must not pass unnoticed.
+fn skip(reason: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("live_redis");
+    if std::env::var("BAYEUX_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+        panic!("{test}: {reason}, and BAYEUX_REQUIRE_EXTERNAL=1");
+    }
+    let _ = writeln!(std::io::stderr().lock(), "skipped: {test}: {reason}");
 }
 
 struct Node {

@@ -5,6 +5,30 @@
 //! default. With a Redis URL (`--redis`, `[redis] url`) several nodes form one server through
 //! the `bayeux-redis` backplane. The binary is `bayeux-server`; this library lets tests and
 //! embedders build the same application in-process.
+//!
+//! Settings come from flags, `BAYEUX_*` environment variables, the file and the defaults, in
+//! that order of precedence ([`config`], [`ServerConfig::from_sources`]). Cargo features, all
+//! on by default: `voice` (the voice API), `redis` (the backplane), `tls` (HTTPS with
+//! `App::run_tls`) and `jemalloc` (the binary's allocator).
+//!
+//! The application in-process, on a free port, answering its health check:
+//!
+//! ```
+//! use bayeux_server::{App, ServerConfig};
+//! use http_body_util::BodyExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), String> {
+//! let config: ServerConfig = toml::from_str("[bayeux]\ntimeout_ms = 20000").map_err(|e| e.to_string())?;
+//! let app = App::build_for(&config, "127.0.0.1:8080".parse().unwrap())?;
+//! let reply = app.handle(http::Request::get("/healthz").body(String::new()).unwrap()).await;
+//! assert_eq!(reply.status(), 200);
+//! let body = reply.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(&body[..], b"ok\n");
+//! // Serving it: `app.run(listener, stop_signal, grace).await` (see the binary's main.rs).
+//! # app.shutdown_handle().shutdown();
+//! # Ok(()) }
+//! ```
 
 pub mod config;
 
@@ -16,16 +40,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bayeux_core::{AckExtension, Engine, TimesyncExtension};
+#[cfg(feature = "redis")]
 use bayeux_redis::RedisBackplane;
+#[cfg(feature = "voice")]
 use bayeux_transport::auth::Authenticator;
 use bayeux_transport::{BayeuxService, Body, ShutdownHandle};
+#[cfg(feature = "voice")]
 use bayeux_voice::{VoiceApi, VoiceConfig};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use tokio::net::TcpListener;
 
+#[cfg(feature = "tls")]
+pub use bayeux_transport::TlsConfig;
 pub use config::ServerConfig;
+
+/// The TLS settings `run_on` may serve with (nothing exists without the `tls` feature).
+#[cfg(feature = "tls")]
+type Tls = bayeux_transport::TlsConfig;
+#[cfg(not(feature = "tls"))]
+enum Tls {}
 
 /// Appends more Prometheus text to every `/metrics` answer (see [`App::with_metrics`]).
 type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
@@ -35,9 +70,13 @@ type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
 pub struct App {
     bayeux: BayeuxService,
     shutdown: ShutdownHandle,
+    #[cfg(feature = "voice")]
     voice: Option<VoiceApi>,
+    #[cfg(feature = "redis")]
     backplane: Option<Arc<RedisBackplane>>,
     extra_metrics: Vec<MetricsSource>,
+    /// Whether the public port serves `/metrics` (not when an admin listener does).
+    public_metrics: bool,
 }
 
 impl std::fmt::Debug for App {
@@ -56,9 +95,11 @@ impl App {
     /// As [`App::build`], for a server actually listening on `addr` (used for the voice API's
     /// URIs when the configuration does not set `voice.public_base_url`).
     pub fn build_for(config: &ServerConfig, addr: SocketAddr) -> Result<App, String> {
+        config.check_features()?;
         let engine = Engine::new(config.engine()?);
         // Before anything creates sessions: the backplane learns local interest from the
         // engine's listener events. Redis being unreachable does not fail the start.
+        #[cfg(feature = "redis")]
         let backplane = if config.redis.enabled() {
             Some(RedisBackplane::start(&engine, &config.redis).map_err(|e| e.to_string())?)
         } else {
@@ -66,11 +107,20 @@ impl App {
         };
         engine.add_extension(Arc::new(AckExtension));
         engine.add_extension(Arc::new(TimesyncExtension::new(bayeux_transport::epoch_ms)));
+        #[cfg_attr(not(feature = "voice"), allow(unused_mut))]
         let mut transport = config.transport()?;
+        #[cfg(not(feature = "voice"))]
+        let _ = addr;
+        #[cfg(feature = "voice")]
         let voice = if config.voice_enabled {
             let mut vc = config.voice.clone();
             if vc.public_base_url == VoiceConfig::default().public_base_url {
-                vc.public_base_url = format!("http://{addr}");
+                let scheme = if config.tls.enabled() {
+                    "https"
+                } else {
+                    "http"
+                };
+                vc.public_base_url = format!("{scheme}://{addr}");
             }
             let voice = VoiceApi::new(vc, engine.clone()).map_err(|e| format!("voice: {e}"))?;
             engine.set_security_policy(Arc::new(voice.security_policy()));
@@ -89,9 +139,12 @@ impl App {
         Ok(App {
             bayeux,
             shutdown,
+            #[cfg(feature = "voice")]
             voice,
+            #[cfg(feature = "redis")]
             backplane,
             extra_metrics: Vec::new(),
+            public_metrics: config.admin.listen.is_none(),
         })
     }
 
@@ -105,11 +158,13 @@ impl App {
     }
 
     /// The voice API, when enabled.
+    #[cfg(feature = "voice")]
     pub fn voice(&self) -> Option<&VoiceApi> {
         self.voice.as_ref()
     }
 
     /// The Redis backplane, when configured.
+    #[cfg(feature = "redis")]
     pub fn backplane(&self) -> Option<&Arc<RedisBackplane>> {
         self.backplane.as_ref()
     }
@@ -129,32 +184,87 @@ impl App {
         &self.shutdown
     }
 
-    /// Routes one request.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    /// Routes one request, inside a `request` span (at `debug`: method, path, HTTP version) that
+    /// the transport's and the voice API's events of this request belong to, and logs its end
+    /// at `debug` (status, milliseconds taken, a held connect's hold included): an access log
+    /// with `--log-level debug` (or `bayeux_server=debug`).
+    pub fn handle<B>(&self, req: Request<B>) -> impl Future<Output = Response<Body>> + Send + '_
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        match req.uri().path() {
+        use futures_util::FutureExt as _;
+        use tracing::Instrument as _;
+        let span = tracing::debug_span!(
+            "request",
+            method = %req.method(),
+            path = %req.uri().path(),
+            version = ?req.version(),
+        );
+        // `map`, not an async block: a held connect keeps the routing future once, plus the
+        // start time and the span.
+        let start = std::time::Instant::now();
+        self.route(req)
+            .map(move |resp| {
+                tracing::debug!(
+                    status = resp.status().as_u16(),
+                    ms = start.elapsed().as_millis() as u64,
+                    "request done"
+                );
+                resp
+            })
+            .instrument(span)
+    }
+
+    async fn route<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = req.uri().path();
+        if path == "/healthz" || path == "/readyz" || (path == "/metrics" && self.public_metrics) {
+            return self.admin_response(path);
+        }
+        match path {
+            p if self.bayeux.matches(p) => self.bayeux.handle(req).await,
+            #[cfg(feature = "voice")]
+            p if self.voice.as_ref().is_some_and(|v| v.matches(p)) => match &self.voice {
+                // Boxed: the voice future is large and would size every held connect.
+                Some(v) => Box::pin(v.handle(req)).await,
+                None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+            },
+            _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        }
+    }
+
+    /// The operators' endpoints, on the public port or the admin listener: `/healthz`
+    /// (liveness: 200 until shutdown starts), `/readyz` (readiness: 200 while serving and, with a
+    /// Redis backplane, while Redis is connected; 503 with the reason otherwise) and `/metrics`
+    /// (Prometheus text). Anything else: 404.
+    pub fn admin_response(&self, path: &str) -> Response<Body> {
+        match path {
             "/healthz" => {
-                let status = if self.shutdown.is_shutdown() {
-                    StatusCode::SERVICE_UNAVAILABLE
+                if self.shutdown.is_shutdown() {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "shutting down\n".into(),
+                    )
                 } else {
-                    StatusCode::OK
-                };
-                text(
-                    status,
-                    "text/plain",
-                    if status.is_success() {
-                        "ok\n"
-                    } else {
-                        "shutting down\n"
-                    }
-                    .into(),
-                )
+                    text(StatusCode::OK, "text/plain", "ok\n".into())
+                }
             }
+            "/readyz" => match self.not_ready() {
+                Some(reason) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {reason}\n"),
+                ),
+                None => text(StatusCode::OK, "text/plain", "ready\n".into()),
+            },
             "/metrics" => {
                 let mut body = self.bayeux.render_metrics();
+                #[cfg(feature = "redis")]
                 if let Some(bp) = &self.backplane {
                     body.push_str(&bp.render_metrics());
                 }
@@ -171,13 +281,71 @@ impl App {
                 }
                 text(StatusCode::OK, "text/plain; version=0.0.4", body)
             }
-            p if self.bayeux.matches(p) => self.bayeux.handle(req).await,
-            p if self.voice.as_ref().is_some_and(|v| v.matches(p)) => match &self.voice {
-                // Boxed: the voice future is large and would size every held connect.
-                Some(v) => Box::pin(v.handle(req)).await,
-                None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-            },
             _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        }
+    }
+
+    /// Why this node should not get new clients now, if it should not.
+    fn not_ready(&self) -> Option<&'static str> {
+        if self.shutdown.is_shutdown() {
+            return Some("shutting down");
+        }
+        #[cfg(feature = "redis")]
+        if self.backplane.as_ref().is_some_and(|bp| !bp.is_connected()) {
+            return Some("redis backplane not connected");
+        }
+        None
+    }
+
+    /// Serves [`App::admin_response`] on `listener` (cleartext HTTP/1.1 and HTTP/2) until `stop`
+    /// completes. At most 64 connections at once (more are closed at accept), each request's
+    /// headers within 10 s; request bodies are not read.
+    pub async fn serve_admin(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        const MAX_ADMIN_CONNECTIONS: usize = 64;
+        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10));
+        let builder = Arc::new(builder);
+        tokio::pin!(stop);
+        loop {
+            let (stream, _) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut stop => return Ok(()),
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                continue;
+            };
+            let app = self.clone();
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let resp = app.admin_response(req.uri().path());
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(60),
+                    builder.serve_connection(io, service),
+                )
+                .await;
+                drop(permit);
+            });
         }
     }
 
@@ -188,14 +356,45 @@ impl App {
         stop: impl Future<Output = ()>,
         grace: Duration,
     ) -> std::io::Result<()> {
+        self.run_on(listener, None, stop, grace).await
+    }
+
+    /// As [`App::run`], over TLS with `tls` (whose [`bayeux_transport::TlsConfig::reload`]
+    /// takes effect for the connections accepted afterwards).
+    #[cfg(feature = "tls")]
+    pub async fn run_tls(
+        self,
+        listener: TcpListener,
+        tls: bayeux_transport::TlsConfig,
+        stop: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        self.run_on(listener, Some(tls), stop, grace).await
+    }
+
+    async fn run_on(
+        self,
+        listener: TcpListener,
+        tls: Option<Tls>,
+        stop: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
         let bayeux = self.bayeux.clone();
+        #[cfg(feature = "redis")]
         let backplane = self.backplane.clone();
         let stop = async move {
             stop.await;
             shutdown.shutdown();
         };
-        let result = bayeux_transport::serve(listener, bayeux, self, stop, grace).await;
+        let result = match tls {
+            None => bayeux_transport::serve(listener, bayeux, self, stop, grace).await,
+            #[cfg(feature = "tls")]
+            Some(tls) => {
+                bayeux_transport::serve_tls(listener, tls, bayeux, self, stop, grace).await
+            }
+        };
+        #[cfg(feature = "redis")]
         if let Some(bp) = backplane {
             bp.shutdown();
         }

@@ -18,6 +18,15 @@
 //! Two styles: functions returning [`Result`] (the load generator, and test loops that record
 //! failures instead of panicking) and test helpers that panic with a message naming what failed.
 //! Nothing here knows the server's types: it is a client, usable against any Bayeux server.
+//!
+//! The message builders give exactly the JSON a test means to send:
+//!
+//! ```
+//! let msg = bayeux_test_client::handshake_msg("1", &["websocket", "long-polling"]);
+//! assert_eq!(msg["channel"], "/meta/handshake");
+//! assert_eq!(msg["id"], "1");
+//! assert_eq!(msg["supportedConnectionTypes"][1], "long-polling");
+//! ```
 
 mod client;
 mod http;

@@ -52,7 +52,7 @@ pub enum Origins {
     /// Any origin (Jetty's cross-origin filter default); the request's origin is echoed.
     #[default]
     Any,
-    /// Only these origins (scheme://host[:port]).
+    /// Only these origins (`scheme://host[:port]`).
     List(Vec<String>),
 }
 

@@ -11,6 +11,31 @@
 //!
 //! It does not know about calls, users or any application: authentication comes in through an
 //! [`auth::Authenticator`], authorization through the core's `SecurityPolicy`.
+//!
+//! With the cargo feature `tls`, `serve_tls` serves HTTPS (rustls, ALPN `h2` and `http/1.1`)
+//! with a `TlsConfig` read from PEM files and reloadable while serving.
+//!
+//! A standalone server (`examples/embedding.rs`, the same program as the repository README's
+//! embedding example, which a test keeps identical):
+//!
+#![doc = concat!("```rust,no_run\n", include_str!("../examples/embedding.rs"), "```")]
+//!
+//! Mounted in an axum router instead, with the graceful stop left to the host:
+//!
+//! ```no_run
+//! # async fn f() -> std::io::Result<()> {
+//! use bayeux_core::{Engine, EngineConfig};
+//! use bayeux_transport::{BayeuxService, TransportConfig};
+//!
+//! let (service, _shutdown) =
+//!     BayeuxService::new(Engine::new(EngineConfig::default()), TransportConfig::default());
+//! // The service routes on the full path (`/cometd/handshake`, ...): `route_service` keeps it,
+//! // where `nest_service` would strip the prefix.
+//! let app: axum::Router = axum::Router::new()
+//!     .route_service("/cometd", service.clone())
+//!     .route_service("/cometd/{*rest}", service);
+//! # let _ = app; Ok(()) }
+//! ```
 
 pub mod auth;
 pub mod config;
@@ -24,6 +49,7 @@ mod polling;
 mod server;
 mod service;
 mod shared;
+mod tls;
 mod ws;
 pub mod wsframe;
 
@@ -31,8 +57,12 @@ pub use config::{CookieConfig, Endpoint, Introspection, Origins, SameSite, Trans
 pub use cookie::cookie_value;
 pub use metrics::Metrics;
 pub use server::serve;
+#[cfg(feature = "tls")]
+pub use server::serve_tls;
 pub use service::{BayeuxService, ShutdownHandle};
 pub use shared::Body;
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;
 
 /// The wall clock, in milliseconds since the Unix epoch: what the core's timesync extension
 /// reports as server time (`bayeux_core::TimesyncExtension::new(bayeux_transport::epoch_ms)`).

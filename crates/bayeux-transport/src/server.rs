@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::conn::Conn;
 use crate::h1::{self, Prefixed};
 use crate::service::BayeuxService;
+use crate::tls::{Acceptor, Io};
 use crate::ws;
 use bayeux_core::ConnectionQuota;
 use hyper::body::Incoming;
@@ -52,6 +53,57 @@ where
     S::Future: Send + 'static,
     F: Future<Output = ()>,
 {
+    serve_on(listener, None, bayeux, service, shutdown, grace).await
+}
+
+/// As [`serve`], over TLS (cargo feature `tls`): every accepted connection first completes a
+/// TLS handshake (within the header read timeout) with `tls`'s current certificate, offering
+/// ALPN `h2` and `http/1.1`. TLS connections are served by hyper and `service` throughout (the
+/// lean HTTP/1.1 loop reads cleartext sockets only); browsers speak HTTP/2 there.
+#[cfg(feature = "tls")]
+pub async fn serve_tls<S, F>(
+    listener: TcpListener,
+    tls: crate::TlsConfig,
+    bayeux: BayeuxService,
+    service: S,
+    shutdown: F,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<crate::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    F: Future<Output = ()>,
+{
+    serve_on(listener, Some(tls), bayeux, service, shutdown, grace).await
+}
+
+async fn serve_on<S, F>(
+    listener: TcpListener,
+    tls: Option<Acceptor>,
+    bayeux: BayeuxService,
+    service: S,
+    shutdown: F,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<crate::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    F: Future<Output = ()>,
+{
     let cfg = &bayeux.shared.config;
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
     let mut builder = Builder::new(TokioExecutor::new());
@@ -62,6 +114,7 @@ where
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    let handshake_timeout = cfg.header_read_timeout;
     // Every connection task holds a clone: serving is over when all are dropped.
     let (tracker, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     // Tells connections still waiting for their first byte that serving has stopped.
@@ -107,8 +160,28 @@ where
         let closing = closing_rx.clone();
         let tracker = tracker.clone();
         let bayeux = bayeux.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let mut conn = conn;
+            // TLS (feature `tls`): the handshake, then hyper for the whole connection (ALPN
+            // picks HTTP/2 or HTTP/1.1); the lean loop below reads cleartext sockets only.
+            if tls.is_some() {
+                let mut closing = closing;
+                let accepted = tokio::select! {
+                    io = Io::accept(conn, tls.as_ref(), handshake_timeout) => io,
+                    _ = closing.wait_for(|c| *c) => None,
+                };
+                if let Some(io) = accepted {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(io), service)
+                        .into_owned();
+                    if let Err(e) = Box::pin(watcher.watch(conn)).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                drop(tracker);
+                return;
+            }
             // Requests to the Bayeux mount points are served by the lean HTTP/1.1 loop; the
             // first one that is not (another path, a WebSocket upgrade, HTTP/2) hands the
             // connection to hyper with the bytes already read.

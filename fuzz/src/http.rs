@@ -349,6 +349,10 @@ fn wire_form(input: &[u8]) -> Option<(Vec<u8>, bool)> {
         }
         out.push_str(&format!("{name}: {value}\r\n"));
     }
+    // The loop's head limits (431) are its own: the service never sees such heads.
+    let header_lines = head.split('\n').count();
+    plain &= header_lines < bayeux_transport::http1::MAX_HEADERS
+        && out.len() + 64 < bayeux_transport::http1::MAX_HEAD_BYTES;
     if plain {
         out.push_str(&format!("content-length: {}\r\n", body.len()));
     }

@@ -165,21 +165,26 @@ where
             let mut conn = conn;
             // TLS (feature `tls`): the handshake, then hyper for the whole connection (ALPN
             // picks HTTP/2 or HTTP/1.1); the lean loop below reads cleartext sockets only.
+            // Boxed, like every step here: the task of a cleartext connection does not carry
+            // the handshake's state.
             if tls.is_some() {
-                let mut closing = closing;
-                let accepted = tokio::select! {
-                    io = Io::accept(conn, tls.as_ref(), handshake_timeout) => io,
-                    _ = closing.wait_for(|c| *c) => None,
-                };
-                if let Some(io) = accepted {
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(io), service)
-                        .into_owned();
-                    if let Err(e) = Box::pin(watcher.watch(conn)).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                Box::pin(async move {
+                    let mut closing = closing;
+                    let accepted = tokio::select! {
+                        io = Io::accept(conn, tls.as_ref(), handshake_timeout) => io,
+                        _ = closing.wait_for(|c| *c) => None,
+                    };
+                    if let Some(io) = accepted {
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(io), service)
+                            .into_owned();
+                        if let Err(e) = Box::pin(watcher.watch(conn)).await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
                     }
-                }
-                drop(tracker);
+                    drop(tracker);
+                })
+                .await;
                 return;
             }
             // Requests to the Bayeux mount points are served by the lean HTTP/1.1 loop; the

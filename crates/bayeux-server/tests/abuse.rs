@@ -483,6 +483,65 @@ fn slow_headers_are_timed_out() {
     });
 }
 
+/// Request heads the lean HTTP/1.1 loop must refuse, 50 connections of each kind at once: a
+/// head over 32 KiB, more than 100 headers, `Content-Length` with `Transfer-Encoding`,
+/// conflicting lengths, a malformed chunked body, a chunk extension that never ends, garbage.
+/// Each gets its status and a closed connection; the control clients lose nothing.
+#[test]
+fn ambiguous_or_oversized_heads_are_refused() {
+    run(async {
+        let t = Abuse::start().await;
+        let many: String = (0..120).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let attacks: Vec<(Vec<u8>, u16)> = vec![
+            (
+                format!("POST /cometd HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(40_000))
+                    .into_bytes(),
+                431,
+            ),
+            (format!("POST /cometd HTTP/1.1\r\n{many}\r\n").into_bytes(), 431),
+            (
+                b"POST /cometd HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+                400,
+            ),
+            (
+                b"POST /cometd HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n[{}]".to_vec(),
+                400,
+            ),
+            (
+                b"POST /cometd HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n".to_vec(),
+                400,
+            ),
+            (
+                format!(
+                    "POST /cometd HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;{}",
+                    "e".repeat(8_000)
+                )
+                .into_bytes(),
+                400,
+            ),
+            (b"\x16\x03\x01garbage\r\n\r\n".to_vec(), 400),
+        ];
+        let conns = attacks.iter().flat_map(|(raw, status)| {
+            (0..50).map(move |_| async move {
+                let mut s = TcpStream::connect(t.server.addr).await.expect("connect");
+                // The server may answer and close before all of it is written.
+                let _ = s.write_all(raw).await;
+                let mut got = Vec::new();
+                let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got));
+                assert!(read.await.is_ok(), "connection left open after {status}");
+                let text = String::from_utf8_lossy(&got).into_owned();
+                assert!(
+                    text.starts_with(&format!("HTTP/1.1 {status} ")),
+                    "want {status}, got {:?}",
+                    &text[..text.len().min(120)]
+                );
+            })
+        });
+        futures_util::future::join_all(conns).await;
+        t.finish("ambiguous or oversized heads").await;
+    });
+}
+
 /// WebSocket messages over the limit (one 100 KiB text frame; fragments that never end; a
 /// binary frame): closed with 1009 (1003 for binary) once the limit is passed, not after the
 /// attacker has sent everything.

@@ -1,8 +1,9 @@
 //! The lean HTTP/1.1 connection loop of [`crate::serve`]: requests to a Bayeux mount point
 //! (long-polling, callback-polling, their CORS preflights) are parsed here and handed to the
-//! Bayeux service directly; the first request that is anything else (another path, a
-//! WebSocket upgrade, HTTP/2 with prior knowledge) hands the connection, with the bytes already
-//! read, to hyper for the rest of its life.
+//! Bayeux service directly, and a WebSocket upgrade there is answered here and the socket handed
+//! to `ws::run_on`; the first request that is anything else (another path, another upgrade,
+//! HTTP/2 with prior knowledge) hands the connection, with the bytes already read, to hyper for
+//! the rest of its life.
 //!
 //! Why: a held `/meta/connect` is what a long-polling session costs at rest, and hyper keeps a
 //! read buffer (8 to 16 KiB) and a header write buffer (8 KiB) for every connection whose request
@@ -12,7 +13,7 @@
 //! also watches the socket while a request is held, so a client that goes away ends its held
 //! connect at once.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::sync::Arc;
 
 use bayeux_core::{ConnectionQuota, RequestContext};
@@ -51,9 +52,6 @@ pub(crate) struct Params<'a> {
 
 /// How much the read buffer grows by when it needs room.
 const READ_CHUNK: usize = 2048;
-/// How much of an oversized body is read and discarded before answering 413, as a multiple of
-/// the body limit (as the service does for bodies hyper reads).
-const DRAIN_FACTOR: u64 = 4;
 
 /// Runs the connection until it closes or must be handed to hyper.
 pub(crate) async fn run<IO>(io: &mut IO, p: Params<'_>) -> Outcome
@@ -113,7 +111,7 @@ where
             req.extensions_mut().insert(LeanConnection);
         }
         let mut handling = Box::pin(bayeux.handle(req));
-        let resp = 'handled: {
+        let mut resp = 'handled: {
             if !buf.is_empty() || !watch_eof {
                 break 'handled handling.await;
             }
@@ -132,8 +130,7 @@ where
             }
         };
 
-        // A WebSocket the service accepted runs here, on this connection, to its end.
-        let mut resp = resp;
+        // A WebSocket the service accepted: the `101` goes out, then the socket leaves the loop.
         if let Some(AcceptedSocket(ctx)) = resp.extensions_mut().remove::<AcceptedSocket>() {
             if Box::pin(write_response(io, resp, &meta, true))
                 .await
@@ -222,11 +219,7 @@ where
 /// goes to hyper, which refuses it).
 fn is_websocket(head: &RequestHead) -> bool {
     head.method == Method::GET
-        && head.headers.get_all(header::UPGRADE).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
-        })
+        && http1::header_has_token(&head.headers, header::UPGRADE, "websocket")
 }
 
 /// Why a body was not read.
@@ -238,7 +231,8 @@ enum BodyEnd {
 }
 
 /// Reads the body of `head`: into memory up to `max_body_bytes`; a larger one is read and
-/// discarded up to [`DRAIN_FACTOR`] times that, so that the client can read the 413, and past
+/// discarded up to `polling::DRAIN_FACTOR` times that (the service's rule for bodies hyper
+/// reads), so that the client can read the 413, and past
 /// that (or when its declared length is already past it) answered at once before closing.
 async fn read_body<IO>(
     io: &mut IO,
@@ -251,7 +245,7 @@ where
 {
     let shared = &bayeux.shared;
     let limit = shared.config.max_body_bytes as u64;
-    let drain = limit.saturating_mul(DRAIN_FACTOR);
+    let drain = limit.saturating_mul(crate::polling::DRAIN_FACTOR as u64);
     let too_large = |close| BodyEnd::Respond(crate::polling::too_large(shared, close), close);
     if head.body == BodyLength::Empty {
         return Ok(Bytes::new());
@@ -385,7 +379,7 @@ where
         || status == StatusCode::NOT_MODIFIED
         || status.is_informational();
     let send_body = !no_body && req.method != Method::HEAD;
-    let mut out = Vec::with_capacity(256 + if send_body { body.len() } else { 0 });
+    let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
@@ -405,9 +399,8 @@ where
         out.extend_from_slice(b"\r\n");
     }
     if !no_body {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(body.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "content-length: {}\r\n", body.len());
     }
     out.extend_from_slice(b"date: ");
     date::append(&mut out);
@@ -420,11 +413,32 @@ where
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if send_body {
-        out.extend_from_slice(&body);
-    }
-    io.write_all(&out).await?;
+    let body: &[u8] = if send_body { &body } else { &[] };
+    write_all_2(io, &out, body).await?;
     io.flush().await
+}
+
+/// Writes `a` then `b` with vectored writes: the body (shared with every other subscriber) is
+/// not copied behind the head.
+async fn write_all_2<IO>(io: &mut IO, a: &[u8], b: &[u8]) -> io::Result<()>
+where
+    IO: AsyncWrite + Unpin,
+{
+    let mut done = 0;
+    let total = a.len() + b.len();
+    while done < total {
+        let n = if done < a.len() {
+            let bufs = [io::IoSlice::new(&a[done..]), io::IoSlice::new(b)];
+            io.write_vectored(&bufs).await?
+        } else {
+            io.write(&b[done - a.len()..]).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        done += n;
+    }
+    Ok(())
 }
 
 /// The bytes of a service response body (always one in-memory buffer).

@@ -138,13 +138,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError>
         headers.append(name, value);
     }
     let body = body_length(&headers, version)?;
-    let has_token = |name: HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
-    };
+    let has_token = |name, token| header_has_token(&headers, name, token);
     let keep_alive = if version == Version::HTTP_11 {
         !has_token(header::CONNECTION, "close")
     } else {
@@ -173,6 +167,16 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError>
         },
         len,
     )))
+}
+
+/// Whether any `name` header of `headers` lists `token` (comma-separated, case-insensitive), as
+/// `Connection: keep-alive, Upgrade` lists `upgrade`.
+pub fn header_has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
 }
 
 /// The body framing of a request (RFC 9112, section 6.3).

@@ -56,9 +56,9 @@ pub mod wsframe;
 pub use config::{CookieConfig, Endpoint, Introspection, Origins, SameSite, TransportConfig};
 pub use cookie::cookie_value;
 pub use metrics::Metrics;
-pub use server::serve;
 #[cfg(feature = "tls")]
 pub use server::serve_tls;
+pub use server::{HostService, serve};
 pub use service::{BayeuxService, ShutdownHandle};
 pub use shared::Body;
 #[cfg(feature = "tls")]

@@ -17,7 +17,7 @@ use crate::shared::{Body, Shared, json_response, no_cache, plain, stopped};
 
 /// How much of an oversized body is read and discarded before answering 413, as a multiple of
 /// the body limit (see `read_body`).
-const DRAIN_FACTOR: usize = 4;
+pub(crate) const DRAIN_FACTOR: usize = 4;
 
 /// Handles a long-polling POST: the body is a JSON batch, or `message=` form parameters.
 pub(crate) async fn long_polling<B>(

@@ -18,6 +18,34 @@ use crate::ws;
 use bayeux_core::ConnectionQuota;
 use hyper::body::Incoming;
 
+/// A host's hyper service, as [`serve`] takes it: what it answers for everything that is not
+/// served by the Bayeux service itself.
+pub trait HostService:
+    hyper::service::Service<
+        hyper::Request<Incoming>,
+        Response = hyper::Response<crate::Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> HostService for S where
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<crate::Body>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Serves `service` on `listener` (HTTP/1.1 and HTTP/2, WebSocket upgrades) until `shutdown`
 /// completes; then stops accepting, lets in-flight requests finish (held connects are answered
 /// by the service's [`crate::ShutdownHandle`], which the caller fires) and returns after at most
@@ -29,11 +57,11 @@ use hyper::body::Incoming;
 /// gauge) until its socket is closed, WebSockets included; a write the client does not take
 /// within [`crate::TransportConfig::write_deadline`] drops the connection.
 ///
-/// HTTP/1.1 requests to the Bayeux service's mount points (long-polling, callback-polling and
-/// their preflights) are parsed by this crate's own lean connection loop and go to the Bayeux
-/// service directly, not through `service`: a held long poll then keeps no HTTP buffer. The
-/// first request of a connection that is anything else (another path, a WebSocket upgrade, or
-/// HTTP/2) hands the connection to hyper and `service` for the rest of its life.
+/// HTTP/1.1 requests to the Bayeux service's mount points (long-polling, callback-polling,
+/// their preflights and WebSocket upgrades) are parsed by this crate's own lean connection loop
+/// and go to the Bayeux service directly, not through `service`: a held long poll then keeps no
+/// HTTP buffer. The first request of a connection that is anything else (another path, another
+/// upgrade, or HTTP/2) hands the connection to hyper and `service` for the rest of its life.
 pub async fn serve<S, F>(
     listener: TcpListener,
     bayeux: BayeuxService,
@@ -42,15 +70,7 @@ pub async fn serve<S, F>(
     grace: Duration,
 ) -> std::io::Result<()>
 where
-    S: hyper::service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = hyper::Response<crate::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
+    S: HostService,
     F: Future<Output = ()>,
 {
     serve_on(listener, None, bayeux, service, shutdown, grace).await
@@ -70,15 +90,7 @@ pub async fn serve_tls<S, F>(
     grace: Duration,
 ) -> std::io::Result<()>
 where
-    S: hyper::service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = hyper::Response<crate::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
+    S: HostService,
     F: Future<Output = ()>,
 {
     serve_on(listener, Some(tls), bayeux, service, shutdown, grace).await
@@ -93,15 +105,7 @@ async fn serve_on<S, F>(
     grace: Duration,
 ) -> std::io::Result<()>
 where
-    S: hyper::service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = hyper::Response<crate::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
+    S: HostService,
     F: Future<Output = ()>,
 {
     let cfg = &bayeux.shared.config;
@@ -175,21 +179,16 @@ where
                         _ = closing.wait_for(|c| *c) => None,
                     };
                     if let Some(io) = accepted {
-                        let conn = builder
-                            .serve_connection_with_upgrades(TokioIo::new(io), service)
-                            .into_owned();
-                        if let Err(e) = Box::pin(watcher.watch(conn)).await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
+                        serve_hyper(&builder, io, service, watcher).await;
                     }
                     drop(tracker);
                 })
                 .await;
                 return;
             }
-            // Requests to the Bayeux mount points are served by the lean HTTP/1.1 loop; the
-            // first one that is not (another path, a WebSocket upgrade, HTTP/2) hands the
-            // connection to hyper with the bytes already read.
+            // Requests to the Bayeux mount points are served by the lean HTTP/1.1 loop, which
+            // also switches them to WebSocket; the first one that is not (another path, another
+            // upgrade, HTTP/2) hands the connection to hyper with the bytes already read.
             let params = h1::Params {
                 bayeux: &bayeux,
                 quota: &quota,
@@ -210,13 +209,7 @@ where
                     return;
                 }
                 h1::Outcome::HandOff(prefix) => {
-                    let io = TokioIo::new(Prefixed::new(prefix, conn));
-                    let conn = builder
-                        .serve_connection_with_upgrades(io, service)
-                        .into_owned();
-                    if let Err(e) = Box::pin(watcher.watch(conn)).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
+                    serve_hyper(&builder, Prefixed::new(prefix, conn), service, watcher).await;
                 }
             }
             drop(tracker);
@@ -235,4 +228,27 @@ where
         }
     }
     Ok(())
+}
+
+/// Serves a connection with hyper (HTTP/1.1 or HTTP/2, upgrades included) until it ends or
+/// graceful shutdown closes it. Boxed: the connection's task keeps only a pointer for it.
+async fn serve_hyper<IO, S>(
+    builder: &Builder<TokioExecutor>,
+    io: IO,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<crate::Body>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = Box::pin(watcher.watch(conn)).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }

@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::http1::header_has_token;
 use crate::shared::{Body, Shared, stopped};
 use crate::wsframe::{self, FrameError, FrameParser, Incoming};
 
@@ -42,14 +43,9 @@ const MAX_READ_AHEAD: usize = 64 * 1024;
 
 /// Whether a request asks for a WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
 pub(crate) fn is_upgrade_request<B>(req: &http::Request<B>) -> bool {
-    let has = |name: header::HeaderName, token: &[u8]| {
-        req.headers().get_all(name).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
-    has(header::CONNECTION, b"upgrade") && has(header::UPGRADE, b"websocket")
+    let h = req.headers();
+    header_has_token(h, header::CONNECTION, "upgrade")
+        && header_has_token(h, header::UPGRADE, "websocket")
 }
 
 /// The `101 Switching Protocols` answer to a WebSocket handshake with these headers.
@@ -284,7 +280,7 @@ where
             pending_input = false;
             // Boxed: the socket's task keeps only a pointer for this step while it is idle
             // (an asynchronous security policy may make the step wait).
-            if !Box::pin(handle_input(
+            let end = Box::pin(handle_input(
                 shared,
                 &ctx,
                 &mut parser,
@@ -293,12 +289,11 @@ where
                 &mut hold,
                 &mut out,
                 &mut pong,
-                &mut farewell,
-                &mut closing,
             ))
-            .await
-            {
-                break;
+            .await;
+            if let Some(f) = end {
+                farewell = Some(f);
+                closing = true;
             }
             if rbuf.is_empty() {
                 // Give the read buffer back: an idle socket keeps none.
@@ -404,9 +399,8 @@ where
                     let mut full = n == WAIT_READ;
                     while full && rbuf.len() < MAX_READ_AHEAD {
                         rbuf.reserve(READ_CHUNK);
-                        let before = rbuf.len();
                         match io.read_buf(&mut rbuf).now_or_never() {
-                            Some(Ok(m)) if m > 0 => full = rbuf.len() - before == m && rbuf.capacity() == rbuf.len(),
+                            Some(Ok(m)) if m > 0 => full = rbuf.len() == rbuf.capacity(),
                             _ => break,
                         }
                     }
@@ -458,8 +452,8 @@ where
 }
 
 /// Handles every complete frame in `rbuf`: messages go to the engine (their replies to `out`),
-/// pings are owed a pong, a close or a framing error ends the socket. Returns `false` when the
-/// socket must end at once.
+/// pings are owed a pong. A close or a framing error ends the socket: the close frame to end
+/// with is returned (frames after it are not handled).
 #[allow(clippy::too_many_arguments)]
 async fn handle_input(
     shared: &Shared,
@@ -470,22 +464,18 @@ async fn handle_input(
     hold: &mut Option<Hold>,
     out: &mut Vec<Framed>,
     pong: &mut Option<Bytes>,
-    farewell: &mut Option<OutFrame>,
-    closing: &mut bool,
-) -> bool {
+) -> Option<OutFrame> {
     let engine = &shared.engine;
     let limits = engine.config().limits;
     loop {
         let frame = match parser.next(rbuf) {
             Ok(Some(f)) => f,
-            Ok(None) => return true,
+            Ok(None) => return None,
             Err(e) => {
                 if e == FrameError::TooLarge {
                     shared.metrics.oversize.fetch_add(1, Ordering::Relaxed);
                 }
-                *farewell = Some(OutFrame::close(e.close_code(), e.reason()));
-                *closing = true;
-                return true;
+                return Some(OutFrame::close(e.close_code(), e.reason()));
             }
         };
         match frame {
@@ -514,18 +504,14 @@ async fn handle_input(
                 }
             }
             Incoming::Binary => {
-                *farewell = Some(OutFrame::close(1003, "text frames only"));
-                *closing = true;
-                return true;
+                return Some(OutFrame::close(1003, "text frames only"));
             }
             Incoming::Ping(p) => *pong = Some(p),
             Incoming::Pong => {}
             Incoming::Close(code) => {
                 // Answer with the client's code (1000 when it gave none), then end.
                 let code = code.filter(|c| (1000..5000).contains(c)).unwrap_or(1000);
-                *farewell = Some(OutFrame::close(code, ""));
-                *closing = true;
-                return true;
+                return Some(OutFrame::close(code, ""));
             }
         }
     }

@@ -6,6 +6,7 @@
 //! sees the input, and never panics.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -543,10 +544,36 @@ impl Reply {
 /// waiting, they are the whole WebSocket frame or long-poll body as they are, with no copy; when
 /// several wait, [`join_array`] joins their objects into one array. The type is the proof of the
 /// framing: nothing needs to look at the bytes to know it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Framed(Bytes);
+///
+/// A transport may attach one derived form of the bytes, computed once and shared by every
+/// clone ([`Framed::compressed_with`]): the WebSocket transport keeps the message's
+/// permessage-deflate payload there, so that a delivery is compressed once for all its
+/// recipients, like it is serialized once.
+#[derive(Clone)]
+pub struct Framed(Arc<FramedInner>);
+
+struct FramedInner {
+    array: Bytes,
+    /// The compressed form, once a transport asked for it (`None` inside: not worth it).
+    compressed: OnceLock<Option<Bytes>>,
+}
+
+impl PartialEq for Framed {
+    fn eq(&self, other: &Framed) -> bool {
+        self.0.array == other.0.array
+    }
+}
+
+impl Eq for Framed {}
 
 impl Framed {
+    fn new(array: Bytes) -> Framed {
+        Framed(Arc::new(FramedInner {
+            array,
+            compressed: OnceLock::new(),
+        }))
+    }
+
     /// Serializes one of our own message types (a reply, a refusal).
     pub(crate) fn encode<T: Serialize>(message: &T) -> Framed {
         let mut out = Vec::with_capacity(128);
@@ -554,7 +581,7 @@ impl Framed {
         // Serializing our own types into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut out, message);
         out.push(b']');
-        Framed(Bytes::from(out))
+        Framed::new(Bytes::from(out))
     }
 
     /// Serializes a delivery (`{"channel":..,"data":..,"ext":..}`; deliveries carry no `id` and
@@ -571,7 +598,7 @@ impl Framed {
             out.put_slice(ext.get().as_bytes());
         }
         out.put_slice(b"}]");
-        Framed(out.freeze())
+        Framed::new(out.freeze())
     }
 
     /// Frames one message object serialized elsewhere (the caller has checked that it is one
@@ -581,23 +608,35 @@ impl Framed {
         out.put_u8(b'[');
         out.put_slice(object);
         out.put_u8(b']');
-        Framed(out.freeze())
+        Framed::new(out.freeze())
     }
 
     /// The whole one-element array: a complete WebSocket frame or long-poll body.
     pub fn array(&self) -> &Bytes {
-        &self.0
+        &self.0.array
     }
 
     /// The message object inside (a view of the same bytes, no copy).
     pub fn object(&self) -> &[u8] {
-        &self.0[1..self.0.len() - 1]
+        let a = &self.0.array;
+        &a[1..a.len() - 1]
+    }
+
+    /// The compressed form of [`Framed::array`]: `compress` runs on the first call, on any
+    /// clone, and its result (`None`: not worth compressing) is kept and returned to every
+    /// later call on any clone. One form per message: every caller must pass the same
+    /// compression (the WebSocket transport's permessage-deflate, without context takeover).
+    pub fn compressed_with(&self, compress: impl FnOnce(&[u8]) -> Option<Bytes>) -> Option<Bytes> {
+        self.0
+            .compressed
+            .get_or_init(|| compress(&self.0.array))
+            .clone()
     }
 }
 
 impl fmt::Debug for Framed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Framed({})", String::from_utf8_lossy(&self.0))
+        write!(f, "Framed({})", String::from_utf8_lossy(&self.0.array))
     }
 }
 
@@ -611,9 +650,9 @@ where
     let parts = parts.into_iter();
     let mut probe = parts.clone();
     if let (Some(only), None) = (probe.next(), probe.next()) {
-        return only.0.clone();
+        return only.0.array.clone();
     }
-    let len: usize = parts.clone().map(|p| p.0.len()).sum::<usize>() + 2;
+    let len: usize = parts.clone().map(|p| p.0.array.len()).sum::<usize>() + 2;
     let mut out = BytesMut::with_capacity(len);
     out.put_u8(b'[');
     for (i, p) in parts.enumerate() {

@@ -41,6 +41,7 @@ pub mod auth;
 pub mod config;
 mod conn;
 mod cookie;
+pub mod deflate;
 mod h1;
 pub mod http1;
 mod introspect;

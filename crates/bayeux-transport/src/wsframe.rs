@@ -8,11 +8,16 @@
 //! output buffer), and a socket keeps no read buffer between messages.
 //!
 //! What it accepts is what RFC 6455 requires of a server: every client frame masked, no
-//! reserved bits (no extension is negotiated), control frames unfragmented and at most 125
-//! bytes, continuation frames only inside a fragmented message, text that is valid UTF-8 once
-//! complete, and messages no larger than the configured limit.
+//! reserved bits, control frames unfragmented and at most 125 bytes, continuation frames only
+//! inside a fragmented message, text that is valid UTF-8 once complete, and messages no larger
+//! than the configured limit. With permessage-deflate negotiated ([`FrameParser::inflating`],
+//! RFC 7692), RSV1 on the first frame of a data message marks it compressed: the message is
+//! inflated (no context takeover, bounded by the same limit) before the UTF-8 check; RSV1
+//! anywhere else is still refused.
 
 use bytes::{Buf, Bytes, BytesMut};
+
+use crate::deflate::{self, InflateError};
 
 /// A message or control frame received from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +43,8 @@ pub enum FrameError {
     TooLarge,
     /// A text message that is not UTF-8.
     InvalidUtf8,
+    /// A compressed message that is not valid deflate data.
+    BadCompression,
 }
 
 impl FrameError {
@@ -46,7 +53,7 @@ impl FrameError {
         match self {
             FrameError::Protocol(_) => 1002,
             FrameError::TooLarge => 1009,
-            FrameError::InvalidUtf8 => 1007,
+            FrameError::InvalidUtf8 | FrameError::BadCompression => 1007,
         }
     }
 
@@ -56,6 +63,7 @@ impl FrameError {
             FrameError::Protocol(why) => why,
             FrameError::TooLarge => "message too large",
             FrameError::InvalidUtf8 => "text is not UTF-8",
+            FrameError::BadCompression => "invalid compressed data",
         }
     }
 }
@@ -71,8 +79,17 @@ const OP_PONG: u8 = 0xA;
 #[derive(Debug)]
 pub struct FrameParser {
     max_message: usize,
-    /// The data frames of a fragmented message so far, and whether it is text.
-    partial: Option<(BytesMut, bool)>,
+    /// Whether permessage-deflate was negotiated.
+    inflating: bool,
+    /// The data frames of a fragmented message so far, and its kind.
+    partial: Option<(BytesMut, Kind)>,
+}
+
+/// What a data message is: text or not, compressed or not.
+#[derive(Debug, Clone, Copy)]
+struct Kind {
+    text: bool,
+    compressed: bool,
 }
 
 impl FrameParser {
@@ -80,8 +97,16 @@ impl FrameParser {
     pub fn new(max_message: usize) -> Self {
         FrameParser {
             max_message,
+            inflating: false,
             partial: None,
         }
+    }
+
+    /// The parser of a socket that negotiated permessage-deflate (`on`): data messages whose
+    /// first frame has RSV1 set are inflated, to at most the parser's limit.
+    pub fn inflating(mut self, on: bool) -> Self {
+        self.inflating = on;
+        self
     }
 
     /// Whether a fragmented message has begun and not ended.
@@ -93,7 +118,7 @@ impl FrameParser {
     /// does not hold a whole frame yet (nothing is consumed then).
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
         loop {
-            let Some((fin, opcode, mask, offset, len)) = self.header(buf)? else {
+            let Some((fin, opcode, rsv1, mask, offset, len)) = self.header(buf)? else {
                 return Ok(None);
             };
             if (buf.len() - offset) < len {
@@ -126,32 +151,39 @@ impl FrameParser {
                 if !fin {
                     continue;
                 }
-                let Some((parts, text)) = self.partial.take() else {
+                let Some((parts, kind)) = self.partial.take() else {
                     continue;
                 };
-                return finish(parts, text);
+                return self.finish(parts, kind);
             }
             if self.partial.is_some() {
                 return Err(FrameError::Protocol("message inside a message"));
             }
-            let text = opcode == OP_TEXT;
+            let kind = Kind {
+                text: opcode == OP_TEXT,
+                compressed: rsv1,
+            };
             if fin {
-                return finish(payload, text);
+                return self.finish(payload, kind);
             }
-            self.partial = Some((payload, text));
+            self.partial = Some((payload, kind));
         }
     }
 
-    /// Decodes the header at the front of `buf`: FIN, opcode, mask key, header length and
+    /// Decodes the header at the front of `buf`: FIN, opcode, RSV1, mask key, header length and
     /// payload length; `None` if incomplete.
     #[allow(clippy::type_complexity)]
-    fn header(&self, buf: &[u8]) -> Result<Option<(bool, u8, [u8; 4], usize, usize)>, FrameError> {
+    fn header(
+        &self,
+        buf: &[u8],
+    ) -> Result<Option<(bool, u8, bool, [u8; 4], usize, usize)>, FrameError> {
         if buf.len() < 2 {
             return Ok(None);
         }
         let (b0, b1) = (buf[0], buf[1]);
         let fin = b0 & 0x80 != 0;
-        if b0 & 0x70 != 0 {
+        let rsv1 = b0 & RSV1 != 0;
+        if b0 & 0x30 != 0 || (rsv1 && !self.inflating) {
             return Err(FrameError::Protocol("reserved bits set"));
         }
         let opcode = b0 & 0x0F;
@@ -161,6 +193,10 @@ impl FrameParser {
             OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG
         ) {
             return Err(FrameError::Protocol("unknown opcode"));
+        }
+        // RFC 7692: only the first frame of a data message says it is compressed.
+        if rsv1 && (control || opcode == OP_CONTINUATION) {
+            return Err(FrameError::Protocol("RSV1 on a control or continuation frame"));
         }
         if b1 & 0x80 == 0 {
             return Err(FrameError::Protocol("unmasked client frame"));
@@ -194,18 +230,29 @@ impl FrameParser {
         }
         let mask = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
         // Bounded by `max_message` (data) or 125 (control) above.
-        Ok(Some((fin, opcode, mask, at + 4, len as usize)))
+        Ok(Some((fin, opcode, rsv1, mask, at + 4, len as usize)))
     }
-}
 
-fn finish(payload: BytesMut, text: bool) -> Result<Option<Incoming>, FrameError> {
-    if !text {
-        return Ok(Some(Incoming::Binary));
+    /// A complete data message: inflated if compressed, checked if text.
+    fn finish(&self, payload: BytesMut, kind: Kind) -> Result<Option<Incoming>, FrameError> {
+        if !kind.text {
+            // Not inflated: a Bayeux socket closes on binary messages anyway.
+            return Ok(Some(Incoming::Binary));
+        }
+        let payload = if kind.compressed {
+            match deflate::decompress(&payload, self.max_message) {
+                Ok(p) => Bytes::from(p),
+                Err(InflateError::Invalid) => return Err(FrameError::BadCompression),
+                Err(InflateError::TooLarge) => return Err(FrameError::TooLarge),
+            }
+        } else {
+            payload.freeze()
+        };
+        if std::str::from_utf8(&payload).is_err() {
+            return Err(FrameError::InvalidUtf8);
+        }
+        Ok(Some(Incoming::Text(payload)))
     }
-    if std::str::from_utf8(&payload).is_err() {
-        return Err(FrameError::InvalidUtf8);
-    }
-    Ok(Some(Incoming::Text(payload.freeze())))
 }
 
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
@@ -238,6 +285,9 @@ pub fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
     }
 }
 
+/// RSV1 in the first byte of a frame: a compressed message (permessage-deflate).
+pub const RSV1: u8 = 0x40;
+
 /// The opcode of a text frame.
 pub const TEXT: u8 = OP_TEXT;
 /// The opcode of a close frame.
@@ -265,9 +315,23 @@ pub fn close_payload(code: u16, reason: &str) -> Bytes {
 /// A masked client frame, as a client writes it: what the tests and fuzz targets feed the
 /// parser with.
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    client_frame_rsv1(fin, opcode, false, payload, mask)
+}
+
+/// A masked client frame with RSV1 set or not (the first frame of a compressed message has it).
+pub fn client_frame_rsv1(
+    fin: bool,
+    opcode: u8,
+    rsv1: bool,
+    payload: &[u8],
+    mask: [u8; 4],
+) -> Vec<u8> {
     let (mut h, n) = header(opcode, payload.len());
     if !fin {
         h[0] &= 0x7F;
+    }
+    if rsv1 {
+        h[0] |= RSV1;
     }
     h[1] |= 0x80;
     let mut out = h[..n].to_vec();
@@ -394,6 +458,79 @@ mod tests {
         assert_eq!(
             p.next(&mut BytesMut::from(&huge[..])).unwrap_err(),
             FrameError::TooLarge
+        );
+    }
+
+    fn parse_inflating(bytes: &[u8], max: usize, step: usize) -> Result<Vec<Incoming>, FrameError> {
+        let mut p = FrameParser::new(max).inflating(true);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in bytes.chunks(step.max(1)) {
+            buf.extend_from_slice(piece);
+            while let Some(m) = p.next(&mut buf)? {
+                out.push(m);
+            }
+        }
+        assert!(buf.is_empty(), "bytes left over");
+        Ok(out)
+    }
+
+    #[test]
+    fn compressed_messages_with_rsv1_on_the_first_frame_only() {
+        let text = format!("[{}]", vec!["{\"channel\":\"/a/b\",\"data\":42}"; 20].join(","));
+        let z = deflate::compress(text.as_bytes()).unwrap();
+        let want = Incoming::Text(Bytes::from(text.clone()));
+        // Whole, fragmented with a ping between, and an uncompressed message after.
+        let mut bytes = client_frame_rsv1(true, TEXT, true, &z, M);
+        let (a, b) = z.split_at(z.len() / 3);
+        bytes.extend(client_frame_rsv1(false, TEXT, true, a, M));
+        bytes.extend(client_frame(true, PING, b"", M));
+        bytes.extend(client_frame(false, OP_CONTINUATION, &b[..1], M));
+        bytes.extend(client_frame(true, OP_CONTINUATION, &b[1..], M));
+        bytes.extend(client_frame(true, TEXT, b"[]", M));
+        for step in [1, 5, 1000] {
+            assert_eq!(
+                parse_inflating(&bytes, 1 << 16, step).unwrap(),
+                vec![
+                    want.clone(),
+                    Incoming::Ping(Bytes::new()),
+                    want.clone(),
+                    Incoming::Text(Bytes::from_static(b"[]"))
+                ]
+            );
+        }
+        let err = |bytes: Vec<u8>, max: usize| parse_inflating(&bytes, max, 7).unwrap_err();
+        // RSV1 on a continuation or a control frame; RSV2 and RSV3 in any case.
+        let mut cont = client_frame_rsv1(false, TEXT, true, a, M);
+        cont.extend(client_frame_rsv1(true, OP_CONTINUATION, true, b, M));
+        assert_eq!(
+            err(cont, 1 << 16),
+            FrameError::Protocol("RSV1 on a control or continuation frame")
+        );
+        assert_eq!(
+            err(client_frame_rsv1(true, PING, true, b"", M), 1 << 16).close_code(),
+            1002
+        );
+        let mut rsv2 = client_frame(true, TEXT, b"[]", M);
+        rsv2[0] |= 0x20;
+        assert_eq!(err(rsv2, 1 << 16), FrameError::Protocol("reserved bits set"));
+        // Not deflate data; inflating past the limit; inflating to something not UTF-8.
+        assert_eq!(
+            err(client_frame_rsv1(true, TEXT, true, &[0xff, 0xff], M), 1 << 16).close_code(),
+            1007
+        );
+        assert_eq!(err(client_frame_rsv1(true, TEXT, true, &z, M), text.len() - 1), FrameError::TooLarge);
+        let mut latin1 = vec![0xe9u8; 300];
+        latin1.extend_from_slice(&[b'x'; 300]);
+        let zl = deflate::compress(&latin1).unwrap();
+        assert_eq!(
+            err(client_frame_rsv1(true, TEXT, true, &zl, M), 1 << 16),
+            FrameError::InvalidUtf8
+        );
+        // Without the extension, RSV1 is refused as before.
+        assert_eq!(
+            parse_all(&client_frame_rsv1(true, TEXT, true, &z, M), 1 << 16, 3).unwrap_err(),
+            FrameError::Protocol("reserved bits set")
         );
     }
 

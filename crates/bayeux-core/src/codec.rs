@@ -674,6 +674,29 @@ mod tests {
     }
 
     #[test]
+    fn the_compressed_form_is_computed_once_for_all_clones() {
+        let data = RawValue::from_string("[1,2,3]".into()).unwrap();
+        let f = Framed::delivery("/a", &data, None);
+        let copies: Vec<Framed> = (0..3).map(|_| f.clone()).collect();
+        let runs = std::cell::Cell::new(0);
+        let z = |a: &[u8]| {
+            runs.set(runs.get() + 1);
+            Some(Bytes::copy_from_slice(&a[..3]))
+        };
+        for c in &copies {
+            assert_eq!(c.compressed_with(z).as_deref(), Some(&b"[{\""[..]));
+        }
+        assert_eq!(f.compressed_with(|_| None), Some(Bytes::from_static(b"[{\"")));
+        assert_eq!(runs.get(), 1);
+        // "Not worth it" is kept too.
+        let g = Framed::from_object(b"{}");
+        assert_eq!(g.compressed_with(|_| None), None);
+        assert_eq!(g.clone().compressed_with(|_| panic!("computed twice")), None);
+        // A copy made from the same bytes is another message, with its own form.
+        assert_eq!(Framed::from_object(f.object()), f);
+    }
+
+    #[test]
     fn single_object_and_array() {
         let a = decode_batch(br#"{"channel":"/a","data":1}"#, &lim()).unwrap();
         let b = decode_batch(br#"[{"channel":"/a","data":1}]"#, &lim()).unwrap();

@@ -28,6 +28,10 @@ pub struct RequestContext {
     /// keep-alive HTTP connection), when the transport tracks one: a handshake beyond it is
     /// refused with `503::too_many_sessions`.
     pub connection: Option<Arc<ConnectionQuota>>,
+    /// Whether the WebSocket the request arrived on negotiated permessage-deflate (RFC 7692):
+    /// set by the transport, which compresses what it writes on that socket; `false` on the
+    /// other transports.
+    pub websocket_deflate: bool,
 }
 
 impl RequestContext {
@@ -40,6 +44,7 @@ impl RequestContext {
             http2: false,
             endpoint: None,
             connection: None,
+            websocket_deflate: false,
         }
     }
 

@@ -139,6 +139,8 @@ pub struct BayeuxSection {
     pub max_body_bytes: usize,
     /// Maximum WebSocket message, bytes.
     pub max_ws_message_bytes: usize,
+    /// Negotiate permessage-deflate (RFC 7692) with WebSocket clients that offer it.
+    pub ws_permessage_deflate: bool,
     /// Maximum messages per batch.
     pub max_messages_per_batch: usize,
     /// Maximum JSON nesting depth.
@@ -191,6 +193,7 @@ impl Default for BayeuxSection {
             max_sessions_per_connection: t.max_sessions_per_connection,
             max_body_bytes: t.max_body_bytes,
             max_ws_message_bytes: t.max_ws_message_bytes,
+            ws_permessage_deflate: t.ws_permessage_deflate,
             max_messages_per_batch: e.limits.max_messages,
             max_json_depth: e.limits.max_depth,
             max_connections: t.max_connections,
@@ -394,6 +397,7 @@ impl ServerConfig {
             endpoints: vec![endpoint],
             max_body_bytes: b.max_body_bytes,
             max_ws_message_bytes: b.max_ws_message_bytes,
+            ws_permessage_deflate: b.ws_permessage_deflate,
             max_connections: b.max_connections.max(1),
             max_sessions_per_connection: b.max_sessions_per_connection.max(1),
             header_read_timeout: Duration::from_millis(b.header_read_timeout_ms.max(1)),

@@ -154,8 +154,15 @@ pub struct TransportConfig {
     pub endpoints: Vec<Endpoint>,
     /// Maximum HTTP request body (413 beyond).
     pub max_body_bytes: usize,
-    /// Maximum WebSocket message (close 1009 beyond).
+    /// Maximum WebSocket message (close 1009 beyond); for a compressed message, the limit is
+    /// on both its compressed and its inflated size.
     pub max_ws_message_bytes: usize,
+    /// Whether WebSockets negotiate permessage-deflate (RFC 7692) when the client offers it
+    /// (browsers do); on by default, as in CometD. Each message is compressed on its own
+    /// (`server_no_context_takeover`, `client_no_context_takeover`), so a delivery is
+    /// compressed once for all its subscribers and an idle socket keeps no compression state;
+    /// messages under 128 bytes go uncompressed.
+    pub ws_permessage_deflate: bool,
     /// Maximum concurrent TCP connections accepted by [`crate::serve`]. A connection counts
     /// until its socket is closed: an upgraded WebSocket keeps its slot for its whole life.
     pub max_connections: usize,
@@ -216,6 +223,7 @@ impl Default for TransportConfig {
             endpoints: vec![Endpoint::new("/cometd")],
             max_body_bytes: 1 << 20,
             max_ws_message_bytes: 1 << 20,
+            ws_permessage_deflate: true,
             max_connections: 20_000,
             max_sessions_per_connection: 32,
             header_read_timeout: Duration::from_secs(10),

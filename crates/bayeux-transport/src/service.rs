@@ -200,12 +200,14 @@ impl BayeuxService {
                 "callback-polling is not enabled on this endpoint",
             );
         }
-        let ctx = self.context(&req, endpoint, kind);
+        let mut ctx = self.context(&req, endpoint, kind);
+        let deflate = self.shared.config.ws_permessage_deflate;
         if is_ws && req.extensions().get::<LeanConnection>().is_some() {
             // `serve`'s own HTTP/1.1 loop switches protocols itself and runs the socket on the
             // connection it already owns.
-            return match ws::accept(req.headers()) {
-                Ok(mut resp) => {
+            return match ws::accept(req.headers(), deflate) {
+                Ok((mut resp, compressed)) => {
+                    ctx.websocket_deflate = compressed;
                     resp.extensions_mut().insert(AcceptedSocket(ctx));
                     resp
                 }
@@ -214,8 +216,11 @@ impl BayeuxService {
         }
         if is_ws {
             // A host's hyper server: switch with hyper's upgrade, then run the socket on it.
-            let resp = match ws::accept(req.headers()) {
-                Ok(r) => r,
+            let resp = match ws::accept(req.headers(), deflate) {
+                Ok((r, compressed)) => {
+                    ctx.websocket_deflate = compressed;
+                    r
+                }
                 Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad upgrade: {e}")),
             };
             let upgrade = hyper::upgrade::on(&mut req);

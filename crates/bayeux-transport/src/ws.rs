@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::deflate;
 use crate::http1::header_has_token;
 use crate::shared::{Body, Shared, stopped};
 use crate::wsframe::{self, FrameError, FrameParser, Incoming};
@@ -48,8 +49,13 @@ pub(crate) fn is_upgrade_request<B>(req: &http::Request<B>) -> bool {
         && header_has_token(h, header::UPGRADE, "websocket")
 }
 
-/// The `101 Switching Protocols` answer to a WebSocket handshake with these headers.
-pub(crate) fn accept(headers: &HeaderMap) -> Result<Response<Body>, &'static str> {
+/// The `101 Switching Protocols` answer to a WebSocket handshake with these headers, and
+/// whether it accepted the client's permessage-deflate offer (only when `deflate` is allowed:
+/// [`crate::TransportConfig::ws_permessage_deflate`]).
+pub(crate) fn accept(
+    headers: &HeaderMap,
+    deflate: bool,
+) -> Result<(Response<Body>, bool), &'static str> {
     let key = headers
         .get("sec-websocket-key")
         .ok_or("missing Sec-WebSocket-Key")?;
@@ -64,7 +70,42 @@ pub(crate) fn accept(headers: &HeaderMap) -> Result<Response<Body>, &'static str
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert("sec-websocket-accept", accept);
-    Ok(r)
+    let answer = if deflate {
+        deflate::negotiate(
+            headers
+                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .map(|v| v.as_bytes()),
+        )
+    } else {
+        None
+    };
+    if let Some(a) = answer {
+        h.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static(a),
+        );
+    }
+    Ok((r, answer.is_some()))
+}
+
+/// The text frame of the messages in `out`: compressed (RSV1 set) on a socket that negotiated
+/// permessage-deflate, unless too small or incompressible. A single message is compressed once
+/// for all the sockets it goes to (the compressed bytes are kept with it).
+fn text_frame(out: &[Framed], deflate: bool) -> OutFrame {
+    let compressed = match out {
+        _ if !deflate => None,
+        [one] => one.compressed_with(deflate::compress),
+        _ => deflate::compress(&join_array(out)),
+    };
+    match compressed {
+        Some(z) => {
+            let mut f = OutFrame::new(wsframe::TEXT, z);
+            f.head[0] |= wsframe::RSV1;
+            f
+        }
+        None => OutFrame::new(wsframe::TEXT, join_array(out)),
+    }
 }
 
 enum Event {
@@ -244,7 +285,8 @@ where
     shared.metrics.websockets.fetch_add(1, Ordering::Relaxed);
     let _gauge = Gauge(shared);
     let engine = &shared.engine;
-    let mut parser = FrameParser::new(shared.config.max_ws_message_bytes);
+    let deflate = ctx.websocket_deflate;
+    let mut parser = FrameParser::new(shared.config.max_ws_message_bytes).inflating(deflate);
     let mut rbuf = BytesMut::from(&read[..]);
     drop(read);
     let mut wait = [0u8; WAIT_READ];
@@ -310,7 +352,7 @@ where
                 writer.start(OutFrame::new(wsframe::PONG, p));
             } else if !out.is_empty() {
                 shared.metrics.add_out(out.len());
-                writer.start(OutFrame::new(wsframe::TEXT, join_array(&out)));
+                writer.start(text_frame(&out, deflate));
                 out.clear();
             } else if let Some(f) = farewell.take() {
                 writer.start(f);

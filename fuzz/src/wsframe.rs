@@ -145,11 +145,19 @@ pub fn check_sequence(seq: &Sequence) {
                     let rsv1 = i == 0 && z.is_some();
                     bytes.extend(client_frame_rsv1(i == last, op, rsv1, f, seq.mask));
                     if i == 0 && *ping_inside && last > 0 {
-                        bytes.extend(client_frame_rsv1(true, wsframe::PING, false, b"p", seq.mask));
+                        bytes.extend(client_frame_rsv1(
+                            true,
+                            wsframe::PING,
+                            false,
+                            b"p",
+                            seq.mask,
+                        ));
                         want.push(Incoming::Ping(bytes::Bytes::from_static(b"p")));
                     }
                 }
-                want.push(Incoming::Text(bytes::Bytes::copy_from_slice(text.as_bytes())));
+                want.push(Incoming::Text(bytes::Bytes::copy_from_slice(
+                    text.as_bytes(),
+                )));
             }
             Piece::Ping(p) => {
                 let p = &p[..p.len().min(125)];

@@ -686,12 +686,18 @@ mod tests {
         for c in &copies {
             assert_eq!(c.compressed_with(z).as_deref(), Some(&b"[{\""[..]));
         }
-        assert_eq!(f.compressed_with(|_| None), Some(Bytes::from_static(b"[{\"")));
+        assert_eq!(
+            f.compressed_with(|_| None),
+            Some(Bytes::from_static(b"[{\""))
+        );
         assert_eq!(runs.get(), 1);
         // "Not worth it" is kept too.
         let g = Framed::from_object(b"{}");
         assert_eq!(g.compressed_with(|_| None), None);
-        assert_eq!(g.clone().compressed_with(|_| panic!("computed twice")), None);
+        assert_eq!(
+            g.clone().compressed_with(|_| panic!("computed twice")),
+            None
+        );
         // A copy made from the same bytes is another message, with its own form.
         assert_eq!(Framed::from_object(f.object()), f);
     }

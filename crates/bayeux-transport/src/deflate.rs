@@ -113,8 +113,7 @@ fn judge_offer(offer: &str) -> Option<&'static str> {
 
 /// A window size parameter: 8 to 15, in decimal without a leading zero.
 fn window_bits(v: &str) -> Option<u8> {
-    if v.is_empty() || v.len() > 2 || v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit())
-    {
+    if v.is_empty() || v.len() > 2 || v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let n: u8 = v.parse().ok()?;
@@ -225,7 +224,8 @@ pub fn decompress(payload: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
         let d = cell.get_or_insert_with(|| Decompress::new(false));
         d.reset(false);
         let limit = max.saturating_add(1);
-        let mut out: Vec<u8> = Vec::with_capacity(payload.len().saturating_mul(3).max(64).min(limit));
+        let mut out: Vec<u8> =
+            Vec::with_capacity(payload.len().saturating_mul(3).max(64).min(limit));
         for input in [payload, &TAIL[..]] {
             let mut taken = 0;
             loop {
@@ -274,8 +274,14 @@ mod tests {
         let table: &[(&[&str], Option<&str>)] = &[
             (&["permessage-deflate"], Some(ANSWER)),
             // Chromium and Node's `ws`.
-            (&["permessage-deflate; client_max_window_bits"], Some(ANSWER)),
-            (&["Permessage-Deflate ; Client_Max_Window_Bits"], Some(ANSWER)),
+            (
+                &["permessage-deflate; client_max_window_bits"],
+                Some(ANSWER),
+            ),
+            (
+                &["Permessage-Deflate ; Client_Max_Window_Bits"],
+                Some(ANSWER),
+            ),
             (
                 &["permessage-deflate; client_max_window_bits=10; server_no_context_takeover"],
                 Some(ANSWER),
@@ -300,7 +306,10 @@ mod tests {
             (&["permessage-deflate; server_max_window_bits=10"], None),
             // Several headers; other extensions first.
             (
-                &["x-webkit-deflate-frame", "foo; a=\"b,c\", permessage-deflate"],
+                &[
+                    "x-webkit-deflate-frame",
+                    "foo; a=\"b,c\", permessage-deflate",
+                ],
                 Some(ANSWER),
             ),
             // Malformed or repeated parameters decline the offer.
@@ -308,7 +317,10 @@ mod tests {
             (&["permessage-deflate; server_max_window_bits=015"], None),
             (&["permessage-deflate; server_max_window_bits=16"], None),
             (&["permessage-deflate; client_max_window_bits=7"], None),
-            (&["permessage-deflate; client_max_window_bits=\"1 5\""], None),
+            (
+                &["permessage-deflate; client_max_window_bits=\"1 5\""],
+                None,
+            ),
             (&["permessage-deflate; client_max_window_bits=\"15"], None),
             (&["permessage-deflate; server_no_context_takeover=1"], None),
             (
@@ -328,7 +340,10 @@ mod tests {
         for (values, want) in table {
             assert_eq!(offer(values), *want, "{values:?}");
         }
-        assert_eq!(negotiate([&b"\xff\xfe"[..], b"permessage-deflate"]), Some(ANSWER));
+        assert_eq!(
+            negotiate([&b"\xff\xfe"[..], b"permessage-deflate"]),
+            Some(ANSWER)
+        );
     }
 
     fn message(n: usize) -> Vec<u8> {

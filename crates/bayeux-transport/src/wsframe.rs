@@ -196,7 +196,9 @@ impl FrameParser {
         }
         // RFC 7692: only the first frame of a data message says it is compressed.
         if rsv1 && (control || opcode == OP_CONTINUATION) {
-            return Err(FrameError::Protocol("RSV1 on a control or continuation frame"));
+            return Err(FrameError::Protocol(
+                "RSV1 on a control or continuation frame",
+            ));
         }
         if b1 & 0x80 == 0 {
             return Err(FrameError::Protocol("unmasked client frame"));
@@ -477,7 +479,10 @@ mod tests {
 
     #[test]
     fn compressed_messages_with_rsv1_on_the_first_frame_only() {
-        let text = format!("[{}]", vec!["{\"channel\":\"/a/b\",\"data\":42}"; 20].join(","));
+        let text = format!(
+            "[{}]",
+            vec!["{\"channel\":\"/a/b\",\"data\":42}"; 20].join(",")
+        );
         let z = deflate::compress(text.as_bytes()).unwrap();
         let want = Incoming::Text(Bytes::from(text.clone()));
         // Whole, fragmented with a ping between, and an uncompressed message after.
@@ -513,13 +518,23 @@ mod tests {
         );
         let mut rsv2 = client_frame(true, TEXT, b"[]", M);
         rsv2[0] |= 0x20;
-        assert_eq!(err(rsv2, 1 << 16), FrameError::Protocol("reserved bits set"));
+        assert_eq!(
+            err(rsv2, 1 << 16),
+            FrameError::Protocol("reserved bits set")
+        );
         // Not deflate data; inflating past the limit; inflating to something not UTF-8.
         assert_eq!(
-            err(client_frame_rsv1(true, TEXT, true, &[0xff, 0xff], M), 1 << 16).close_code(),
+            err(
+                client_frame_rsv1(true, TEXT, true, &[0xff, 0xff], M),
+                1 << 16
+            )
+            .close_code(),
             1007
         );
-        assert_eq!(err(client_frame_rsv1(true, TEXT, true, &z, M), text.len() - 1), FrameError::TooLarge);
+        assert_eq!(
+            err(client_frame_rsv1(true, TEXT, true, &z, M), text.len() - 1),
+            FrameError::TooLarge
+        );
         let mut latin1 = vec![0xe9u8; 300];
         latin1.extend_from_slice(&[b'x'; 300]);
         let zl = deflate::compress(&latin1).unwrap();

@@ -56,7 +56,9 @@ impl Raw {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
-            let n = step("upgrade answer", tcp.read_buf(&mut buf)).await.unwrap();
+            let n = step("upgrade answer", tcp.read_buf(&mut buf))
+                .await
+                .unwrap();
             assert!(n > 0, "closed during the upgrade");
         };
         let head = String::from_utf8(buf.split_to(end).to_vec()).unwrap();
@@ -108,7 +110,11 @@ impl Raw {
                 wsframe::PING | wsframe::PONG => continue,
                 wsframe::TEXT => {
                     assert!(f.fin, "the server does not fragment");
-                    let text = if f.rsv1 { inflate(&f.payload) } else { f.payload };
+                    let text = if f.rsv1 {
+                        inflate(&f.payload)
+                    } else {
+                        f.payload
+                    };
                     let v: Value = serde_json::from_slice(&text).expect("JSON");
                     return (v.as_array().expect("array").clone(), f.rsv1);
                 }
@@ -208,9 +214,15 @@ async fn negotiation_answers_the_first_offer_it_can_honour() {
         let s = server(TransportConfig::default()).await;
         let cases: &[(&[&str], Option<&str>)] = &[
             (&[], None),
-            (&["permessage-deflate; client_max_window_bits"], Some(ANSWER)),
             (
-                &["x-webkit-deflate-frame", "permessage-deflate; server_max_window_bits=9"],
+                &["permessage-deflate; client_max_window_bits"],
+                Some(ANSWER),
+            ),
+            (
+                &[
+                    "x-webkit-deflate-frame",
+                    "permessage-deflate; server_max_window_bits=9",
+                ],
                 None,
             ),
             (
@@ -321,7 +333,10 @@ async fn fragmented_compressed_message_with_a_ping_between() {
         bytes.extend(client_frame(true, 0, c, MASK));
         raw.write(&bytes).await;
         let pong = raw.frame().await.unwrap();
-        assert_eq!((pong.opcode, pong.rsv1, &pong.payload[..]), (wsframe::PONG, false, &b"hi"[..]));
+        assert_eq!(
+            (pong.opcode, pong.rsv1, &pong.payload[..]),
+            (wsframe::PONG, false, &b"hi"[..])
+        );
         let (msgs, _) = raw.recv().await;
         assert_eq!(reply(&msgs, "3").expect("reply")["successful"], true);
         assert_eq!(reply(&msgs, "4").expect("reply")["successful"], true);
@@ -356,8 +371,14 @@ async fn what_closes_a_compressed_socket() {
 
         // Not deflate data (a reserved block type).
         let (mut raw, _) = open().await;
-        raw.write(&client_frame_rsv1(true, wsframe::TEXT, true, &[0xff, 0xff, 0x00], MASK))
-            .await;
+        raw.write(&client_frame_rsv1(
+            true,
+            wsframe::TEXT,
+            true,
+            &[0xff, 0xff, 0x00],
+            MASK,
+        ))
+        .await;
         assert_eq!(raw.close_code().await, 1007);
 
         // A bomb: 100 bytes on the wire, 1 MiB inflated, over the 64 KiB limit.
@@ -370,8 +391,14 @@ async fn what_closes_a_compressed_socket() {
 
         // Inflating to text that is not UTF-8.
         let (mut raw, _) = open().await;
-        raw.write(&client_frame_rsv1(true, wsframe::TEXT, true, &deflate(b"[\xff]"), MASK))
-            .await;
+        raw.write(&client_frame_rsv1(
+            true,
+            wsframe::TEXT,
+            true,
+            &deflate(b"[\xff]"),
+            MASK,
+        ))
+        .await;
         assert_eq!(raw.close_code().await, 1007);
 
         // Without the extension, RSV1 is a protocol error.

@@ -13,6 +13,10 @@
 //! the message bytes shared with every other subscriber (one vectored write, no copy), and a
 //! socket keeps no read buffer while it waits (it reads into a small inline array, and takes
 //! in more only when the client has more to say).
+//!
+//! permessage-deflate ([`crate::deflate`]) is negotiated in [`accept`] and changes only how a
+//! text frame's payload is made ([`text_frame`]) and how the parser takes compressed messages
+//! ([`FrameParser::inflating`]): the socket itself keeps no compression state.
 
 use std::io;
 use std::pin::Pin;

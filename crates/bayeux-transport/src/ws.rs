@@ -19,13 +19,19 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bayeux_core::{Framed, Hold, RequestContext, Session, Wake, decode_batch, join_array};
+use std::sync::Arc;
+
+use bayeux_core::{
+    DirectOutcome, DirectWrite, Framed, Hold, RequestContext, Session, Wake, decode_batch,
+    join_array,
+};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -148,6 +154,56 @@ impl Written {
     }
 }
 
+/// A WebSocket's socket as its session's publishers see it ([`DirectWrite`]): while the
+/// socket's task is idle, a publisher writes a delivery's frame itself, without waiting and
+/// without waking the task (which saves a task wake-up, often a thread's, per delivery). A
+/// frame the kernel takes only in part is finished by the task, under the write deadline.
+pub(crate) struct Direct {
+    stream: Arc<TcpStream>,
+    shared: Arc<Shared>,
+    /// The rest of a frame that was only partly written, for the task to finish.
+    rest: std::sync::Mutex<Option<OutFrame>>,
+}
+
+impl Direct {
+    pub(crate) fn new(stream: Arc<TcpStream>, shared: Arc<Shared>) -> Arc<Direct> {
+        Arc::new(Direct {
+            stream,
+            shared,
+            rest: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn take_rest(&self) -> Option<OutFrame> {
+        self.rest.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl DirectWrite for Direct {
+    fn try_write(&self, message: &Framed) -> DirectOutcome {
+        let mut frame = OutFrame::new(wsframe::TEXT, join_array(std::iter::once(message)));
+        let head_len = usize::from(frame.head_len);
+        let bufs = [
+            io::IoSlice::new(&frame.head[..head_len]),
+            io::IoSlice::new(&frame.payload),
+        ];
+        match self.stream.try_write_vectored(&bufs) {
+            Ok(n) if n == head_len + frame.payload.len() => {
+                self.shared.metrics.add_out(1);
+                DirectOutcome::Written
+            }
+            Ok(n) if n > 0 => {
+                self.shared.metrics.add_out(1);
+                frame.pos = n;
+                *self.rest.lock().unwrap_or_else(|e| e.into_inner()) = Some(frame);
+                DirectOutcome::Started
+            }
+            // Full, or failed: the task finds out when it writes the queued message.
+            _ => DirectOutcome::NotWritten,
+        }
+    }
+}
+
 impl Writer {
     fn busy(&self) -> bool {
         !matches!(self.op, Op::Idle)
@@ -237,8 +293,16 @@ impl Drop for Gauge<'_> {
 
 /// Runs a WebSocket whose `101` answer has been written on `io` (`read`: what the client sent
 /// after its handshake, already read from `io`), until it closes.
-pub(crate) async fn run_on<IO>(shared: &Shared, mut io: IO, read: Vec<u8>, ctx: RequestContext)
-where
+///
+/// With `direct` (a plain TCP socket), publishers write deliveries to the socket themselves
+/// while the task is idle ([`Direct`]).
+pub(crate) async fn run_on<IO>(
+    shared: &Shared,
+    mut io: IO,
+    read: Vec<u8>,
+    ctx: RequestContext,
+    direct: Option<Arc<Direct>>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     shared.metrics.websockets.fetch_add(1, Ordering::Relaxed);
@@ -267,8 +331,12 @@ where
         timer: None,
         deadline: shared.config.write_deadline(),
     };
-    // A pong owed to the client.
+    // A pong owed to the client, and whether a ping is.
     let mut pong: Option<Bytes> = None;
+    let mut ping_owed = false;
+    // Whether the session was told that this task is idle (publishers may then write to the
+    // socket directly): the task takes that back before it writes anything itself.
+    let mut idle_told = false;
     // The socket is ending: nothing more is read or taken; what is staged is written, then
     // `farewell` (a close frame), then the loop ends.
     let mut closing = false;
@@ -276,6 +344,14 @@ where
     // Frames already received (with the handshake) are handled first.
     let mut pending_input = !rbuf.is_empty();
     'socket: loop {
+        if std::mem::take(&mut idle_told)
+            && let Some(s) = &session
+            && s.writer_busy()
+            && let Some(rest) = direct.as_ref().and_then(|d| d.take_rest())
+        {
+            // A publisher's frame that the kernel took only in part: it goes out first.
+            writer.start(rest);
+        }
         if pending_input && !writer.busy() && !closing {
             pending_input = false;
             // Boxed: the socket's task keeps only a pointer for this step while it is idle
@@ -289,6 +365,7 @@ where
                 &mut hold,
                 &mut out,
                 &mut pong,
+                direct.as_ref(),
             ))
             .await;
             if let Some(f) = end {
@@ -308,10 +385,19 @@ where
             }
             if let Some(p) = pong.take() {
                 writer.start(OutFrame::new(wsframe::PONG, p));
+            } else if std::mem::take(&mut ping_owed) {
+                writer.start(OutFrame::new(wsframe::PING, Bytes::new()));
             } else if !out.is_empty() {
-                shared.metrics.add_out(out.len());
-                writer.start(OutFrame::new(wsframe::TEXT, join_array(&out)));
-                out.clear();
+                // Everything waiting in one frame, up to the message size this server accepts
+                // from clients (a client need not take bigger ones); the rest in the next.
+                let n = frame_count(&out, shared.config.max_ws_message_bytes);
+                shared.metrics.add_out(n);
+                writer.start(OutFrame::new(wsframe::TEXT, join_array(&out[..n])));
+                if n == out.len() {
+                    out.clear();
+                } else {
+                    out.drain(..n);
+                }
             } else if let Some(f) = farewell.take() {
                 writer.start(f);
             } else {
@@ -343,7 +429,15 @@ where
             if let Some(s) = &session
                 && !s.connect_only()
             {
-                match s.poll_messages(cx) {
+                // Polled only while the task is idle (`taking`): with a direct writer, the
+                // session may then let publishers write to the socket.
+                let polled = if direct.is_some() {
+                    idle_told = true;
+                    s.poll_messages_idle(cx)
+                } else {
+                    s.poll_messages(cx)
+                };
+                match polled {
                     Poll::Ready(Wake::Messages) => return Poll::Ready(Event::Messages),
                     Poll::Ready(_) if hold.is_none() => return Poll::Ready(Event::SessionClosed),
                     _ => {}
@@ -436,7 +530,7 @@ where
                         farewell = Some(OutFrame::close(1001, "keep-alive timeout"));
                         closing = true;
                     } else {
-                        writer.start(OutFrame::new(wsframe::PING, Bytes::new()));
+                        ping_owed = true;
                     }
                 }
             }
@@ -448,7 +542,25 @@ where
     if let Some(h) = hold.take() {
         h.abandon(Instant::now());
     }
+    if direct.is_some()
+        && let Some(s) = &session
+    {
+        s.set_direct_writer(None);
+    }
     let _ = tokio::time::timeout(writer.deadline, io.shutdown()).await;
+}
+
+/// How many of the messages at the front of `out` go in one frame of at most `limit` bytes
+/// (at least one, whatever its size).
+fn frame_count(out: &[Framed], limit: usize) -> usize {
+    let mut len = 1; // the array's brackets, less the first comma
+    for (i, m) in out.iter().enumerate() {
+        len += m.object().len() + 1;
+        if len > limit && i > 0 {
+            return i;
+        }
+    }
+    out.len()
 }
 
 /// Handles every complete frame in `rbuf`: messages go to the engine (their replies to `out`),
@@ -464,6 +576,7 @@ async fn handle_input(
     hold: &mut Option<Hold>,
     out: &mut Vec<Framed>,
     pong: &mut Option<Bytes>,
+    direct: Option<&Arc<Direct>>,
 ) -> Option<OutFrame> {
     let engine = &shared.engine;
     let limits = engine.config().limits;
@@ -489,7 +602,14 @@ async fn handle_input(
                         let mut outcome = engine.handle_authorized(ctx, batch, Instant::now());
                         if let Some(s) = outcome.session.take()
                             && !s.is_closed()
+                            && session.as_ref().is_none_or(|old| !Arc::ptr_eq(old, &s))
                         {
+                            if let Some(d) = direct {
+                                if let Some(old) = session.as_ref() {
+                                    old.set_direct_writer(None);
+                                }
+                                s.set_direct_writer(Some(d.clone()));
+                            }
                             *session = Some(s);
                         }
                         if let Some(new) = outcome.hold.take() {
@@ -514,5 +634,25 @@ async fn handle_input(
                 return Some(OutFrame::close(code, ""));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_joins_waiting_messages_up_to_the_limit() {
+        let m = |n: usize| Framed::from_object(&vec![b'1'; n]);
+        // `[` + 10 + `,` + 10 + `]` = 23 bytes.
+        let two = [m(10), m(10)];
+        assert_eq!(frame_count(&two, 23), 2);
+        assert_eq!(frame_count(&two, 22), 1);
+        assert_eq!(join_array(&two[..2]).len(), 23);
+        // One message goes alone whatever its size.
+        assert_eq!(frame_count(&[m(100), m(1)], 10), 1);
+        assert_eq!(frame_count(&[m(1)], 0), 1);
+        assert_eq!(frame_count(&[m(3), m(3), m(3), m(100)], 13), 3);
+        assert_eq!(frame_count(&[m(3), m(3), m(3), m(100)], 12), 2);
     }
 }

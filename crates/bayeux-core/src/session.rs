@@ -307,11 +307,11 @@ struct State {
     dropped: u64,
     /// The connection's direct writer (WebSocket over plain TCP), when it has one.
     direct: Option<Arc<dyn DirectWrite>>,
-    /// Whether the connection's task is idle (nothing staged, nothing being written), so that
+    /// Whether that connection's task is idle (nothing staged, nothing being written), so that
     /// a publisher may write a message to its socket itself. Set only while `direct` is.
     writer_idle: bool,
-    /// A direct write was only partly taken by the kernel: the connection's task must finish
-    /// it before it writes anything else.
+    /// A direct write to `direct` was taken only in part: until its task has said it is busy
+    /// (and so finishes that frame first), it cannot be idle again.
     direct_started: bool,
 }
 
@@ -479,8 +479,8 @@ pub(crate) struct Owner {
 pub enum DirectOutcome {
     /// The whole frame was written.
     Written,
-    /// Only part of it: the writer keeps the rest, and the connection's task, woken, must
-    /// write it before anything else.
+    /// Only part of it: the writer keeps the rest and wakes its connection's task, which
+    /// must write the rest before anything else.
     Started,
     /// Nothing was written (the socket is full, or failed): the message is queued instead.
     NotWritten,
@@ -703,15 +703,11 @@ impl Session {
                         return Offer::Queued;
                     }
                     DirectOutcome::Started => {
-                        // The task finishes the frame; nothing else goes direct meanwhile.
+                        // The writer has woken its task to finish the frame; nothing else
+                        // goes direct meanwhile.
                         *direct -= 1;
                         st.writer_idle = false;
                         st.direct_started = true;
-                        let waker = st.waker.take();
-                        drop(st);
-                        if let Some(w) = waker {
-                            w.wake();
-                        }
                         return Offer::Queued;
                     }
                     // The socket is full: the message is queued and the task writes it, under
@@ -816,40 +812,60 @@ impl Session {
         Poll::Pending
     }
 
-    /// As [`Session::poll_messages`], for a connection with a direct writer
-    /// ([`Session::set_direct_writer`]) whose task has nothing staged and nothing being
+    /// As [`Session::poll_messages`], for the connection whose direct writer is `writer`
+    /// ([`Session::set_direct_writer`]), when its task has nothing staged and nothing being
     /// written: while this returns `Pending`, publishers may write messages to the socket
-    /// themselves. Also ready when such a write was only partly taken
-    /// ([`Session::writer_busy`] then says so).
-    pub fn poll_messages_idle(&self, cx: &mut Context<'_>) -> Poll<Wake> {
+    /// themselves (unless another connection's writer has replaced `writer` since).
+    pub fn poll_messages_idle(
+        &self,
+        cx: &mut Context<'_>,
+        writer: &Arc<dyn DirectWrite>,
+    ) -> Poll<Wake> {
         let mut st = self.state.lock();
         if st.closed.is_some() {
             return Poll::Ready(Wake::Closed);
         }
-        if st.eager || st.direct_started {
+        let mine = is_writer(&st.direct, writer);
+        if st.eager || (mine && st.direct_started) {
             return Poll::Ready(Wake::Messages);
         }
         replace_waker(&mut st.waker, cx);
-        st.writer_idle = st.direct.is_some() && st.ack.is_none();
+        st.writer_idle = st.ack.is_none() && mine;
         Poll::Pending
     }
 
-    /// The connection's task is about to write (or stage) something of its own: no direct write
-    /// may start from now on. Returns whether one was only partly written, which the task must
-    /// then finish first.
-    pub fn writer_busy(&self) -> bool {
+    /// The task of the connection whose direct writer is `writer` is about to write (or stage)
+    /// something of its own: no direct write may start from now on. Any direct write already
+    /// made is complete, or its writer holds the rest for the task to write first.
+    pub fn writer_busy(&self, writer: &Arc<dyn DirectWrite>) {
         let mut st = self.state.lock();
-        st.writer_idle = false;
-        std::mem::take(&mut st.direct_started)
+        if is_writer(&st.direct, writer) {
+            st.writer_idle = false;
+            st.direct_started = false;
+        }
     }
 
-    /// Installs (or, with `None`, removes) the connection's direct writer. The connection is
-    /// busy until it next calls [`Session::poll_messages_idle`]. A closed session keeps none.
-    pub fn set_direct_writer(&self, writer: Option<Arc<dyn DirectWrite>>) {
+    /// Installs the connection's direct writer, in place of any other connection's. The
+    /// connection is busy until it next calls [`Session::poll_messages_idle`]. A closed
+    /// session keeps none.
+    pub fn set_direct_writer(&self, writer: Arc<dyn DirectWrite>) {
         let mut st = self.state.lock();
         st.writer_idle = false;
+        // A partial frame of the previous writer is its own task's to finish.
         st.direct_started = false;
-        st.direct = if st.closed.is_some() { None } else { writer };
+        if st.closed.is_none() {
+            st.direct = Some(writer);
+        }
+    }
+
+    /// Removes `writer` if it is still the session's direct writer (its connection ends).
+    pub fn clear_direct_writer(&self, writer: &Arc<dyn DirectWrite>) {
+        let mut st = self.state.lock();
+        if is_writer(&st.direct, writer) {
+            st.direct = None;
+            st.writer_idle = false;
+            st.direct_started = false;
+        }
     }
 
     /// Polls a held connect of generation `generation`.
@@ -1093,6 +1109,13 @@ impl<T> Mutex<T> {
 
 #[cfg(all(test, feature = "model-check"))]
 mod model_check;
+
+/// Whether `installed` is `writer` (the same object).
+fn is_writer(installed: &Option<Arc<dyn DirectWrite>>, writer: &Arc<dyn DirectWrite>) -> bool {
+    installed
+        .as_ref()
+        .is_some_and(|w| std::ptr::addr_eq(Arc::as_ptr(w), Arc::as_ptr(writer)))
+}
 
 fn replace_waker(slot: &mut Option<Waker>, cx: &mut Context<'_>) {
     match slot {

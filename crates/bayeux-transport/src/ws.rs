@@ -16,7 +16,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
@@ -161,8 +161,11 @@ impl Written {
 pub(crate) struct Direct {
     stream: Arc<TcpStream>,
     shared: Arc<Shared>,
-    /// The rest of a frame that was only partly written, for the task to finish.
+    /// The rest of a frame that was only partly written, for the task to finish first.
     rest: std::sync::Mutex<Option<OutFrame>>,
+    has_rest: AtomicBool,
+    /// The socket's task, woken when a frame is left for it to finish.
+    task: std::sync::Mutex<Option<Waker>>,
 }
 
 impl Direct {
@@ -171,12 +174,32 @@ impl Direct {
             stream,
             shared,
             rest: std::sync::Mutex::new(None),
+            has_rest: AtomicBool::new(false),
+            task: std::sync::Mutex::new(None),
         })
     }
 
-    fn take_rest(&self) -> Option<OutFrame> {
-        self.rest.lock().unwrap_or_else(|e| e.into_inner()).take()
+    fn has_rest(&self) -> bool {
+        self.has_rest.load(Ordering::Acquire)
     }
+
+    fn take_rest(&self) -> Option<OutFrame> {
+        let rest = lock(&self.rest).take();
+        self.has_rest.store(false, Ordering::Release);
+        rest
+    }
+
+    /// The task to wake when a frame is left for it.
+    fn register(&self, cx: &Context<'_>) {
+        let mut task = lock(&self.task);
+        if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *task = Some(cx.waker().clone());
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl DirectWrite for Direct {
@@ -195,7 +218,11 @@ impl DirectWrite for Direct {
             Ok(n) if n > 0 => {
                 self.shared.metrics.add_out(1);
                 frame.pos = n;
-                *self.rest.lock().unwrap_or_else(|e| e.into_inner()) = Some(frame);
+                *lock(&self.rest) = Some(frame);
+                self.has_rest.store(true, Ordering::Release);
+                if let Some(w) = lock(&self.task).as_ref() {
+                    w.wake_by_ref();
+                }
                 DirectOutcome::Started
             }
             // Full, or failed: the task finds out when it writes the queued message.
@@ -337,6 +364,7 @@ pub(crate) async fn run_on<IO>(
     // Whether the session was told that this task is idle (publishers may then write to the
     // socket directly): the task takes that back before it writes anything itself.
     let mut idle_told = false;
+    let writer_id: Option<Arc<dyn DirectWrite>> = direct.clone().map(|d| d as _);
     // The socket is ending: nothing more is read or taken; what is staged is written, then
     // `farewell` (a close frame), then the loop ends.
     let mut closing = false;
@@ -345,11 +373,17 @@ pub(crate) async fn run_on<IO>(
     let mut pending_input = !rbuf.is_empty();
     'socket: loop {
         if std::mem::take(&mut idle_told)
-            && let Some(s) = &session
-            && s.writer_busy()
-            && let Some(rest) = direct.as_ref().and_then(|d| d.take_rest())
+            && let (Some(s), Some(w)) = (&session, &writer_id)
         {
-            // A publisher's frame that the kernel took only in part: it goes out first.
+            s.writer_busy(w);
+        }
+        if let Some(d) = &direct
+            && d.has_rest()
+            && let Some(rest) = d.take_rest()
+        {
+            // A publisher's frame that the kernel took only in part: it goes out first (the
+            // task was idle when it was started, and has written nothing since).
+            debug_assert!(!writer.busy());
             writer.start(rest);
         }
         if pending_input && !writer.busy() && !closing {
@@ -365,7 +399,7 @@ pub(crate) async fn run_on<IO>(
                 &mut hold,
                 &mut out,
                 &mut pong,
-                direct.as_ref(),
+                writer_id.as_ref(),
             ))
             .await;
             if let Some(f) = end {
@@ -426,14 +460,20 @@ pub(crate) async fn run_on<IO>(
         let taking = !writer.busy() && !closing;
         let busy = writer.busy();
         let event = std::future::poll_fn(|cx| {
+            if let Some(d) = &direct {
+                if d.has_rest() {
+                    return Poll::Ready(Event::Messages);
+                }
+                d.register(cx);
+            }
             if let Some(s) = &session
                 && !s.connect_only()
             {
                 // Polled only while the task is idle (`taking`): with a direct writer, the
                 // session may then let publishers write to the socket.
-                let polled = if direct.is_some() {
+                let polled = if let Some(w) = &writer_id {
                     idle_told = true;
-                    s.poll_messages_idle(cx)
+                    s.poll_messages_idle(cx, w)
                 } else {
                     s.poll_messages(cx)
                 };
@@ -542,10 +582,8 @@ pub(crate) async fn run_on<IO>(
     if let Some(h) = hold.take() {
         h.abandon(Instant::now());
     }
-    if direct.is_some()
-        && let Some(s) = &session
-    {
-        s.set_direct_writer(None);
+    if let (Some(s), Some(w)) = (&session, &writer_id) {
+        s.clear_direct_writer(w);
     }
     let _ = tokio::time::timeout(writer.deadline, io.shutdown()).await;
 }
@@ -576,7 +614,7 @@ async fn handle_input(
     hold: &mut Option<Hold>,
     out: &mut Vec<Framed>,
     pong: &mut Option<Bytes>,
-    direct: Option<&Arc<Direct>>,
+    direct: Option<&Arc<dyn DirectWrite>>,
 ) -> Option<OutFrame> {
     let engine = &shared.engine;
     let limits = engine.config().limits;
@@ -606,9 +644,9 @@ async fn handle_input(
                         {
                             if let Some(d) = direct {
                                 if let Some(old) = session.as_ref() {
-                                    old.set_direct_writer(None);
+                                    old.clear_direct_writer(d);
                                 }
-                                s.set_direct_writer(Some(d.clone()));
+                                s.set_direct_writer(d.clone());
                             }
                             *session = Some(s);
                         }

@@ -485,3 +485,50 @@ async fn direct_writes_and_the_task_never_interleave() {
     })
     .await;
 }
+
+// A session taken over by a second socket (a client that reconnects on a new WebSocket with
+// its clientId) moves its direct writes there; the first socket, and then the second one
+// closing, leave the session delivering whole frames through the sockets that remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_moving_to_another_socket_keeps_its_frames_whole() {
+    bounded(async {
+        let s = server(10_000).await;
+        let mut a = ws_connect(s.addr, "/cometd").await;
+        let id = ws_handshake(&mut a).await;
+        ws_send(&mut a, &json!([subscribe_msg(&id, "3", "/m")])).await;
+        assert_eq!(
+            find(&ws_recv(&mut a).await, "/meta/subscribe")["successful"],
+            true
+        );
+        let mut b = ws_connect(s.addr, "/cometd").await;
+        ws_send(&mut b, &json!([connect_msg(&id, "4", "websocket")])).await;
+        let deadline = Instant::now() + STEP;
+        // The held connect on `a` is superseded; `b`'s connect is held (or answered).
+        let mut seen = Vec::new();
+        for n in 0..200u64 {
+            s.engine().publish_json("/m", &json!(n)).unwrap();
+        }
+        while seen.len() < 200 && Instant::now() < deadline {
+            for ws in [&mut a, &mut b] {
+                if let Some(WsEvent::Messages(m)) = ws_next(ws, Duration::from_millis(20)).await {
+                    seen.extend(
+                        m.iter()
+                            .filter(|m| m["channel"] == "/m")
+                            .map(|m| m["data"].clone()),
+                    );
+                }
+            }
+        }
+        let mut got: Vec<u64> = seen.iter().map(|v| v.as_u64().unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..200).collect::<Vec<_>>(), "each delivered once");
+        // `b` goes away: the session still delivers on `a`.
+        drop(b);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.engine().publish_json("/m", &json!("after")).unwrap();
+        let (msgs, _) =
+            collect_until(&mut a, STEP, |m| m.iter().any(|m| m["data"] == "after")).await;
+        assert!(msgs.iter().any(|m| m["data"] == "after"), "{msgs:?}");
+    })
+    .await;
+}

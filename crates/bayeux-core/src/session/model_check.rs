@@ -275,7 +275,8 @@ fn direct_writes_racing_the_task_keep_frames_whole_and_in_order() {
             wire: ModelMutex::new(Vec::new()),
             rest: ModelMutex::new(None),
         });
-        s.set_direct_writer(Some(socket.clone()));
+        let writer: Arc<dyn DirectWrite> = socket.clone();
+        s.set_direct_writer(writer.clone());
         let publishers: Vec<_> = [0u8, 12]
             .into_iter()
             .map(|base| {
@@ -298,10 +299,10 @@ fn direct_writes_racing_the_task_keep_frames_whole_and_in_order() {
         let mut idle_told = false;
         let mut out: Vec<Framed> = Vec::new();
         let mut turn = |out: &mut Vec<Framed>, idle_told: &mut bool| {
-            if std::mem::take(idle_told)
-                && s.writer_busy()
-                && let Some(id) = socket.rest.lock().unwrap().take()
-            {
+            if std::mem::take(idle_told) {
+                s.writer_busy(&writer);
+            }
+            if let Some(id) = socket.rest.lock().unwrap().take() {
                 socket.wire.lock().unwrap().push(Wire::Rest(id));
             }
             for m in out.drain(..) {
@@ -309,7 +310,10 @@ fn direct_writes_racing_the_task_keep_frames_whole_and_in_order() {
             }
             *idle_told = true;
             for _ in 0..2 {
-                if s.poll_messages_idle(&mut cx).is_ready() {
+                if socket.rest.lock().unwrap().is_some() {
+                    return true;
+                }
+                if s.poll_messages_idle(&mut cx, &writer).is_ready() {
                     s.take_messages_into(out);
                     return true;
                 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use common::burst;
 
 /// Subscribers that never read.
-const SUBSCRIBERS: usize = 200;
+const SUBSCRIBERS: usize = 400;
 /// Messages published to them.
 const MESSAGES: usize = 10_000;
 /// Payload of each message, bytes.

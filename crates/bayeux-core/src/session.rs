@@ -299,6 +299,13 @@ struct State {
     interval: Option<u64>,
     ack: Option<AckState>,
     dropped: u64,
+    /// When the oldest message in `queue` was queued (the time of the request that published
+    /// it, see [`queued_at`]), set when the queue goes from empty to non-empty: one stamp per
+    /// queue, not per message. `None` when unknown (queued outside a client's request).
+    oldest_at: Option<Instant>,
+    /// `oldest_at` of the messages the last connect reply took, until the transport collects
+    /// it ([`Session::take_drained_since`]).
+    drained_at: Option<Instant>,
 }
 
 impl State {
@@ -311,6 +318,12 @@ impl State {
     fn drain_for_connect(&mut self) -> Vec<Framed> {
         self.eager = false;
         self.lazy_since = None;
+        // Only this reply's time is kept: an earlier one nobody collected must not outlive it.
+        self.drained_at = if self.queue.is_empty() {
+            None
+        } else {
+            self.oldest_at.take()
+        };
         match self.ack.as_mut() {
             None => self.queue.drain(..).collect(),
             Some(ack) => {
@@ -512,6 +525,8 @@ impl Session {
                 interval: None,
                 ack: None,
                 dropped: 0,
+                oldest_at: None,
+                drained_at: None,
             }),
             attributes: Mutex::new(HashMap::new()),
         }
@@ -669,6 +684,9 @@ impl Session {
                 unacked: dropped_unacked,
             };
         }
+        if st.queue.is_empty() {
+            st.oldest_at = queued_at();
+        }
         st.queue.push_back(message.clone());
         if lazy {
             return result;
@@ -728,6 +746,35 @@ impl Session {
             st.eager = false;
             st.lazy_since = None;
         }
+    }
+
+    /// As [`Session::take_messages_into`], and returns when the oldest of the messages taken
+    /// was queued (when known: see [`Session::take_drained_since`]), so that the transport can
+    /// measure how long it waited, once per write and without a timestamp per message.
+    pub fn take_messages_since(&self, out: &mut Vec<Framed>) -> Option<Instant> {
+        if self.transport.is_polling() {
+            return None;
+        }
+        let mut st = self.state.lock();
+        if st.ack.is_some() || st.queue.is_empty() {
+            return None;
+        }
+        out.extend(st.queue.drain(..));
+        st.eager = false;
+        st.lazy_since = None;
+        st.oldest_at.take()
+    }
+
+    /// When the oldest message of the last `/meta/connect` reply that carried messages was
+    /// queued, and forgets it: the long-polling transport (and the WebSocket one, for sessions
+    /// with the ack extension) asks once it has the reply to write.
+    ///
+    /// The time is that of the client request that published the message, which the engine
+    /// receives as its `now`: messages queued outside a client's request (server-side
+    /// publishes, the backplane's) carry no time, and a queue that starts with one is not
+    /// timed.
+    pub fn take_drained_since(&self) -> Option<Instant> {
+        self.state.lock().drained_at.take()
     }
 
     /// Polls for messages: ready when the queue is non-empty or the session has ended. For the
@@ -945,6 +992,8 @@ impl Session {
             // Its place in the endpoint's budget is free again.
             st.endpoint_slot = None;
             st.queue = VecDeque::new();
+            st.oldest_at = None;
+            st.drained_at = None;
             st.eager = false;
             if let Some(ack) = st.ack.as_mut() {
                 ack.unacked = VecDeque::new();
@@ -983,6 +1032,35 @@ impl<T> Mutex<T> {
 
 #[cfg(all(test, feature = "model-check"))]
 mod model_check;
+
+std::thread_local! {
+    /// The `now` of the client request being handled on this thread ([`QueuedAt`]), which
+    /// stamps a session queue that goes from empty to non-empty. A thread-local rather than an
+    /// argument of every publish path: the engine's request handling is synchronous, and the
+    /// fan-out reads it only when a queue was empty (no clock read, no per-message field).
+    static QUEUED_AT: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// The time of the request being handled on this thread, if any.
+fn queued_at() -> Option<Instant> {
+    QUEUED_AT.with(|t| t.get())
+}
+
+/// While alive, messages queued on this thread are stamped with `now` (the engine sets it for
+/// the duration of a client's batch); the previous value comes back when it is dropped.
+pub(crate) struct QueuedAt(Option<Instant>);
+
+impl QueuedAt {
+    pub(crate) fn enter(now: Instant) -> QueuedAt {
+        QueuedAt(QUEUED_AT.with(|t| t.replace(Some(now))))
+    }
+}
+
+impl Drop for QueuedAt {
+    fn drop(&mut self) {
+        QUEUED_AT.with(|t| t.set(self.0));
+    }
+}
 
 fn replace_waker(slot: &mut Option<Waker>, cx: &mut Context<'_>) {
     match slot {

@@ -49,6 +49,7 @@ mod polling;
 mod server;
 mod service;
 mod shared;
+mod trace;
 mod tls;
 mod ws;
 pub mod wsframe;

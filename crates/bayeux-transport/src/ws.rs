@@ -107,12 +107,16 @@ enum Op {
 }
 
 /// The socket's one write in progress and its deadline.
-struct Writer {
+struct Writer<'a> {
     op: Op,
     /// Armed when the write first has to wait, dropped when it completes: a write the kernel
     /// takes at once (nearly all of them) costs no timer and no allocation.
     timer: Option<Pin<Box<Sleep>>>,
     deadline: Duration,
+    /// When the oldest message of the frame being written was queued, if known: observed in
+    /// `queued_to_written` when the write completes.
+    since: Option<Instant>,
+    queued_to_written: &'a crate::metrics::Histogram,
 }
 
 /// How a write ended.
@@ -148,7 +152,7 @@ impl Written {
     }
 }
 
-impl Writer {
+impl Writer<'_> {
     fn busy(&self) -> bool {
         !matches!(self.op, Op::Idle)
     }
@@ -202,6 +206,11 @@ impl Writer {
         match self.poll_op(io, cx) {
             Poll::Ready(r) => {
                 let waited = self.timer.take().is_some();
+                if let Some(since) = self.since.take()
+                    && r.is_ok()
+                {
+                    self.queued_to_written.observe(since.elapsed());
+                }
                 Poll::Ready(match r {
                     Err(e) => Written::Failed(e),
                     Ok(()) if waited => Written::AfterWaiting,
@@ -215,6 +224,7 @@ impl Writer {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
                 ready!(timer.as_mut().poll(cx));
                 self.timer = None;
+                self.since = None;
                 self.op = Op::Idle;
                 Poll::Ready(Written::TimedOut)
             }
@@ -243,7 +253,7 @@ where
 {
     shared.metrics.websockets.fetch_add(1, Ordering::Relaxed);
     let _gauge = Gauge(shared);
-    let engine = &shared.engine;
+    tracing::Span::current().record("transport", "websocket");
     let mut parser = FrameParser::new(shared.config.max_ws_message_bytes);
     let mut rbuf = BytesMut::from(&read[..]);
     drop(read);
@@ -262,10 +272,14 @@ where
     // What to write next, reused for every write: no allocation per wake-up. It only fills while
     // nothing is being written, except for the one reply of a held connect that ends meanwhile.
     let mut out: Vec<Framed> = Vec::new();
+    // When the oldest delivery staged in `out` was queued, if known (one stamp per write).
+    let mut staged_since: Option<Instant> = None;
     let mut writer = Writer {
         op: Op::Idle,
         timer: None,
         deadline: shared.config.write_deadline(),
+        since: None,
+        queued_to_written: &shared.metrics.queued_to_written,
     };
     // A pong owed to the client.
     let mut pong: Option<Bytes> = None;
@@ -311,6 +325,7 @@ where
             } else if !out.is_empty() {
                 shared.metrics.add_out(out.len());
                 writer.start(OutFrame::new(wsframe::TEXT, join_array(&out)));
+                writer.since = staged_since.take();
                 out.clear();
             } else if let Some(f) = farewell.take() {
                 writer.start(f);
@@ -375,7 +390,7 @@ where
             biased;
             _ = stopped(&mut shutdown), if !closing => {
                 if let Some(h) = hold.take() {
-                    out.extend(engine.finish_hold(h, Instant::now()));
+                    out.extend(finish_hold(shared, h, &mut staged_since));
                 }
                 farewell = Some(OutFrame::close(1001, "server shutting down"));
                 closing = true;
@@ -410,12 +425,12 @@ where
             event = event, if taking => match event {
                 Event::Messages => {
                     if let Some(s) = &session {
-                        s.take_messages_into(&mut out);
+                        staged_since = staged_since.or(s.take_messages_since(&mut out));
                     }
                 }
                 Event::HoldWake => {
                     if let Some(h) = hold.take() {
-                        out.extend(engine.finish_hold(h, Instant::now()));
+                        out.extend(finish_hold(shared, h, &mut staged_since));
                     }
                 }
                 Event::SessionClosed => session = None,
@@ -424,7 +439,7 @@ where
             // write), so the session is no longer held and expires normally if the socket dies.
             _ = &mut hold_timer, if deadline.is_some() => {
                 if let Some(h) = hold.take() {
-                    out.extend(engine.finish_hold(h, Instant::now()));
+                    out.extend(finish_hold(shared, h, &mut staged_since));
                 }
             }
             _ = ping.tick() => {
@@ -449,6 +464,16 @@ where
         h.abandon(Instant::now());
     }
     let _ = tokio::time::timeout(writer.deadline, io.shutdown()).await;
+}
+
+/// Answers a held connect, recording how long it was held; when the reply carries queued
+/// messages (a session with the ack extension, whose deliveries travel in connect replies),
+/// the oldest one's queue time joins `staged_since`.
+fn finish_hold(shared: &Shared, hold: Hold, staged_since: &mut Option<Instant>) -> Vec<Framed> {
+    let session = hold.session().clone();
+    let replies = crate::metrics::finish_hold(shared, hold);
+    *staged_since = staged_since.or_else(|| session.take_drained_since());
+    replies
 }
 
 /// Handles every complete frame in `rbuf`: messages go to the engine (their replies to `out`),
@@ -483,19 +508,26 @@ async fn handle_input(
                 match decode_batch(&t, &limits) {
                     Ok(batch) => {
                         shared.metrics.add_in(batch.len());
+                        let publishes = crate::metrics::publishes(&batch);
                         // The asynchronous security policy, if any, runs here without
                         // blocking the runtime.
                         let batch = engine.authorize(ctx, batch).await;
-                        let mut outcome = engine.handle_authorized(ctx, batch, Instant::now());
+                        let now = Instant::now();
+                        let mut outcome = engine.handle_authorized(ctx, batch, now);
+                        shared.metrics.published(now, publishes);
                         if let Some(s) = outcome.session.take()
                             && !s.is_closed()
                         {
+                            if session.as_ref().is_none_or(|old| old.key() != s.key()) {
+                                crate::trace::record_session(&s);
+                                tracing::debug!("websocket session");
+                            }
                             *session = Some(s);
                         }
                         if let Some(new) = outcome.hold.take() {
                             // The engine has already superseded the previous hold.
                             if let Some(old) = hold.replace(new) {
-                                out.extend(engine.finish_hold(old, Instant::now()));
+                                out.extend(crate::metrics::finish_hold(shared, old));
                             }
                         }
                         out.extend(outcome.replies);

@@ -49,8 +49,8 @@ mod polling;
 mod server;
 mod service;
 mod shared;
-mod trace;
 mod tls;
+mod trace;
 mod ws;
 pub mod wsframe;
 

@@ -283,7 +283,11 @@ impl Metrics {
 pub(crate) fn publishes(batch: &[Message]) -> u64 {
     batch
         .iter()
-        .filter(|m| m.channel.as_deref().is_some_and(|c| !c.starts_with("/meta/")))
+        .filter(|m| {
+            m.channel
+                .as_deref()
+                .is_some_and(|c| !c.starts_with("/meta/"))
+        })
         .count() as u64
 }
 
@@ -302,7 +306,10 @@ mod tests {
     use super::*;
 
     fn counts(h: &Histogram) -> Vec<u64> {
-        h.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+        h.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
     }
 
     #[test]
@@ -331,7 +338,10 @@ mod tests {
         assert_eq!(c[18], 1);
         assert_eq!(c[19], 1);
         assert_eq!(h.count(), 6);
-        assert_eq!(h.sum(), Duration::from_micros(50 + 51 + 1_000 + 121_000_000));
+        assert_eq!(
+            h.sum(),
+            Duration::from_micros(50 + 51 + 1_000 + 121_000_000)
+        );
     }
 
     #[test]

@@ -244,7 +244,8 @@ async fn run_batch(shared: &Shared, ctx: &RequestContext, batch: Vec<Message>) -
             _ = tokio::time::sleep_until(deadline) => {}
             _ = stopped(&mut shutdown) => {}
         }
-        out.replies.extend(crate::metrics::finish_hold(shared, hold));
+        out.replies
+            .extend(crate::metrics::finish_hold(shared, hold));
     }
     // The reply is handed to the HTTP writer now: how long its oldest message waited.
     if let Some(since) = out.session.as_ref().and_then(|s| s.take_drained_since()) {

@@ -63,7 +63,10 @@ async fn log_lines_carry_the_session_of_their_connection_or_request() {
             .unwrap_or_else(|| panic!("no websocket session line:\n{text}"));
         assert!(line.contains("conn{peer=127.0.0.1:"), "{line}");
         assert!(line.contains("transport=\"websocket\""), "{line}");
-        assert!(line.contains(&format!("client_id=\"{}\"", &ws_id[..8])), "{line}");
+        assert!(
+            line.contains(&format!("client_id=\"{}\"", &ws_id[..8])),
+            "{line}"
+        );
         assert!(!line.contains(&ws_id), "the whole id is a secret: {line}");
         let line = text
             .lines()

@@ -51,7 +51,10 @@ async fn histograms_count_publishes_writes_and_holds() {
         let mut ws = ws_connect(s.addr, "/cometd").await;
         let ws_id = ws_handshake(&mut ws).await;
         ws_send(&mut ws, &json!([subscribe_msg(&ws_id, "3", "/chat")])).await;
-        assert_eq!(find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"], true);
+        assert_eq!(
+            find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"],
+            true
+        );
         ws_send(&mut ws, &json!([connect_msg(&ws_id, "4", "websocket")])).await;
         let mut lp = s.client();
         lp.handshake_and_connect().await;

@@ -1137,6 +1137,79 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_is_stamped_once_by_the_request_that_starts_it() {
+        let s = session(10, OverflowPolicy::DropOldest);
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(5);
+        {
+            let _at = QueuedAt::enter(t0);
+            s.offer(&Framed::from_object(b"1"), false);
+        }
+        {
+            let _at = QueuedAt::enter(t1);
+            s.offer(&Framed::from_object(b"2"), false);
+        }
+        let mut out = Vec::new();
+        assert_eq!(
+            s.take_messages_since(&mut out),
+            Some(t0),
+            "the oldest's time"
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(s.take_messages_since(&mut out), None, "nothing taken");
+        // Outside a request: no time, and the guard gave the previous one (none) back.
+        assert_eq!(queued_at(), None);
+        s.offer(&Framed::from_object(b"3"), false);
+        assert_eq!(s.take_messages_since(&mut out), None);
+        {
+            let _at = QueuedAt::enter(t1);
+            s.offer(&Framed::from_object(b"4"), false);
+        }
+        assert_eq!(s.take_messages_since(&mut out), Some(t1));
+    }
+
+    #[test]
+    fn a_connect_reply_keeps_the_time_of_its_oldest_message_for_the_transport() {
+        let timing = Timing::of(&crate::EngineConfig::default());
+        let s = Session::new(
+            Owner::default(),
+            TransportKind::LongPolling,
+            None,
+            10,
+            OverflowPolicy::DropOldest,
+            &timing,
+            Some(Instant::now()),
+        );
+        let t0 = Instant::now();
+        {
+            let _at = QueuedAt::enter(t0);
+            s.offer(&Framed::from_object(b"1"), false);
+            s.offer(&Framed::from_object(b"2"), false);
+        }
+        // Polling sessions are not written from the queue directly.
+        assert_eq!(s.take_messages_since(&mut Vec::new()), None);
+        let Ok(ConnectStart::Answer { messages, .. }) = s.begin_connect(t0, false, None, &timing)
+        else {
+            panic!("a first connect is answered at once");
+        };
+        assert_eq!(messages.len(), 2);
+        assert_eq!(s.take_drained_since(), Some(t0));
+        assert_eq!(s.take_drained_since(), None, "collected once");
+        // A reply without messages leaves no time behind.
+        {
+            let _at = QueuedAt::enter(t0);
+            s.offer(&Framed::from_object(b"3"), false);
+        }
+        s.begin_connect(t0, false, None, &timing).unwrap();
+        s.begin_connect(t0, false, None, &timing).unwrap();
+        assert_eq!(
+            s.take_drained_since(),
+            None,
+            "the last reply carried nothing"
+        );
+    }
+
+    #[test]
     fn disconnect_policy_refuses_at_bound() {
         let s = session(2, OverflowPolicy::Disconnect);
         assert_eq!(s.offer(&Framed::from_object(b"1"), false), Offer::Queued);

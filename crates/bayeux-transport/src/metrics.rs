@@ -122,7 +122,9 @@ pub struct Metrics {
     /// its session queue, observed once per write (WebSocket: when the frame's write completes;
     /// long-polling: when the connect reply is handed to the HTTP writer). Messages queued
     /// outside a client's request (server-side and backplane publishes) carry no time: a queue
-    /// that starts with one is not timed.
+    /// that starts with one is not timed. When a full queue drops its oldest messages, the time
+    /// stays that of the first message of the run (an upper bound). For WebSocket sessions
+    /// with the ack extension, only the replies of held connects are timed.
     pub queued_to_written: Histogram,
     /// `bayeux_connect_hold_seconds`: how long held `/meta/connect`s were held, from the
     /// request that brought the connect to its answer (messages, deadline, a newer connect or

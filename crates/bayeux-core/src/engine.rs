@@ -1218,6 +1218,7 @@ impl Engine {
                 }
             });
         let mut fan = FanOut::default();
+        let mut direct = crate::session::DIRECT_WRITES_PER_PUBLISH;
         for s in &recipients {
             let mut replaced: Option<Raw> = None;
             let mut skip = false;
@@ -1249,7 +1250,7 @@ impl Engine {
                 }
                 None => shared,
             };
-            let offer = s.offer(framed, lazy);
+            let offer = s.offer(framed, lazy, &mut direct);
             fan.recipients += usize::from(offer.queued());
             if matches!(offer, Offer::DroppedOldest { .. } | Offer::Refused) {
                 fan.overflowed.push((s.clone(), offer));
@@ -1388,7 +1389,7 @@ impl Engine {
 
     /// Queues `framed` for a remote session, counting it and applying the overflow policy.
     fn offer_to(&self, s: &Arc<Session>, framed: &Framed) -> Result<(), Error> {
-        let offer = s.offer(framed, false);
+        let offer = s.offer(framed, false, &mut 1);
         if offer.queued() {
             self.inner.stats.deliveries.fetch_add(1, Ordering::Relaxed);
         }

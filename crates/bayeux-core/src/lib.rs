@@ -65,6 +65,6 @@ pub use introspect::{ChannelInfo, Page, SessionInfo};
 pub use remote::{RemoteCall, RemoteCallHandler, Responder};
 pub use router::{Backplane, Router};
 pub use session::{
-    ConnectionQuota, Delivery, LocalCallback, OverflowPolicy, RemoveReason, Session, SessionId,
-    TransportKind, Wake, random_hex,
+    ConnectionQuota, Delivery, DirectOutcome, DirectWrite, LocalCallback, OverflowPolicy,
+    RemoveReason, Session, SessionId, TransportKind, Wake, random_hex,
 };

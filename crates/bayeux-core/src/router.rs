@@ -126,6 +126,7 @@ impl Router {
     ) -> FanOut {
         let mut locals: Vec<Arc<Session>> = Vec::new();
         let mut out = FanOut::default();
+        let mut direct = crate::session::DIRECT_WRITES_PER_PUBLISH;
         self.for_each_subscriber(delivery.channel, |s| {
             if Some(s.key()) == exclude {
                 return;
@@ -133,7 +134,7 @@ impl Router {
             if s.is_local() {
                 locals.push(s.clone());
             } else if let Some(framed) = framed {
-                let offer = s.offer(framed, lazy);
+                let offer = s.offer(framed, lazy, &mut direct);
                 out.recipients += usize::from(offer.queued());
                 if matches!(offer, Offer::DroppedOldest { .. } | Offer::Refused) {
                     out.overflowed.push((s.clone(), offer));

@@ -17,6 +17,12 @@ use serde_json::value::RawValue;
 use crate::channel::{ChannelId, ChannelPattern};
 use crate::codec::{Framed, MessageId};
 
+/// How many recipients of one publish its publisher may write to directly (see
+/// [`Session::offer`]); the rest are queued for their connections' tasks. Small, so that a
+/// publish to a per-user channel skips the wake-up of the recipient's task while a fan-out to
+/// many keeps writing from all worker threads and holds the router's read lock briefly.
+pub(crate) const DIRECT_WRITES_PER_PUBLISH: u32 = 4;
+
 /// `bytes` bytes from the operating system's CSPRNG, as `2 * bytes` lowercase hex digits: the
 /// one source of the unguessable tokens of the workspace (session ids, browser cookies, voice
 /// session tokens).
@@ -306,6 +312,14 @@ struct State {
     /// `oldest_at` of the messages the last connect reply took, until the transport collects
     /// it ([`Session::take_drained_since`]).
     drained_at: Option<Instant>,
+    /// The connection's direct writer (WebSocket over plain TCP), when it has one.
+    direct: Option<Arc<dyn DirectWrite>>,
+    /// Whether that connection's task is idle (nothing staged, nothing being written), so that
+    /// a publisher may write a message to its socket itself. Set only while `direct` is.
+    writer_idle: bool,
+    /// A direct write to `direct` was taken only in part: until its task has said it is busy
+    /// (and so finishes that frame first), it cannot be idle again.
+    direct_started: bool,
 }
 
 impl State {
@@ -473,6 +487,28 @@ pub(crate) struct Owner {
     pub quota: Option<Arc<ConnectionQuota>>,
 }
 
+/// What a [`DirectWrite`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectOutcome {
+    /// The whole frame was written.
+    Written,
+    /// Only part of it: the writer keeps the rest and wakes its connection's task, which
+    /// must write the rest before anything else.
+    Started,
+    /// Nothing was written (the socket is full, or failed): the message is queued instead.
+    NotWritten,
+}
+
+/// A connection's socket that a publisher may write a session's message to directly, without
+/// waiting and without waking the connection's task (WebSocket over plain TCP does this). The
+/// session calls it under its lock, only while the connection said it is idle
+/// ([`Session::poll_messages_idle`]) and nothing is queued, so frames never interleave or
+/// overtake each other.
+pub trait DirectWrite: Send + Sync {
+    /// Writes `message` as one frame without waiting.
+    fn try_write(&self, message: &Framed) -> DirectOutcome;
+}
+
 /// What woke a held connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
@@ -527,6 +563,9 @@ impl Session {
                 dropped: 0,
                 oldest_at: None,
                 drained_at: None,
+                direct: None,
+                writer_idle: false,
+                direct_started: false,
             }),
             attributes: Mutex::new(HashMap::new()),
         }
@@ -660,10 +699,37 @@ impl Session {
     ///
     /// A `lazy` message does not wake the connection: it waits for a non-lazy one, the end of
     /// the held connect, or [`Session::flush_lazy`].
-    pub(crate) fn offer(&self, message: &Framed, lazy: bool) -> Offer {
+    ///
+    /// When the session's connection has a [`DirectWrite`] and is idle, with nothing queued,
+    /// a non-lazy message is written to its socket here, by the publisher, while `direct`
+    /// (the publish's budget of such writes) lasts: the connection's task is not woken at all.
+    /// Such a message counts as queued.
+    pub(crate) fn offer(&self, message: &Framed, lazy: bool, direct: &mut u32) -> Offer {
         let mut st = self.state.lock();
         if st.closed.is_some() {
             return Offer::Closed;
+        }
+        if *direct > 0 && !lazy && st.writer_idle && st.queue.is_empty() {
+            // `writer_idle` implies a writer and no ack extension (see `poll_messages_idle`).
+            if let Some(w) = st.direct.clone() {
+                match w.try_write(message) {
+                    DirectOutcome::Written => {
+                        *direct -= 1;
+                        return Offer::Queued;
+                    }
+                    DirectOutcome::Started => {
+                        // The writer has woken its task to finish the frame; nothing else
+                        // goes direct meanwhile.
+                        *direct -= 1;
+                        st.writer_idle = false;
+                        st.direct_started = true;
+                        return Offer::Queued;
+                    }
+                    // The socket is full: the message is queued and the task writes it, under
+                    // the write deadline.
+                    DirectOutcome::NotWritten => st.writer_idle = false,
+                }
+            }
         }
         let unacked = st.ack.as_ref().map_or(0, |a| a.unacked.len());
         let mut result = Offer::Queued;
@@ -737,15 +803,7 @@ impl Session {
     /// As [`Session::take_messages`], appending to `out`, so a writer can reuse one buffer
     /// instead of allocating for every write.
     pub fn take_messages_into(&self, out: &mut Vec<Framed>) {
-        if self.transport.is_polling() {
-            return;
-        }
-        let mut st = self.state.lock();
-        if st.ack.is_none() {
-            out.extend(st.queue.drain(..));
-            st.eager = false;
-            st.lazy_since = None;
-        }
+        self.take_messages_since(out);
     }
 
     /// As [`Session::take_messages_into`], and returns when the oldest of the messages taken
@@ -756,13 +814,16 @@ impl Session {
             return None;
         }
         let mut st = self.state.lock();
-        if st.ack.is_some() || st.queue.is_empty() {
+        // What is taken is written by the task: no direct write may overtake it.
+        st.writer_idle = false;
+        if st.ack.is_some() {
             return None;
         }
+        let taken = !st.queue.is_empty();
         out.extend(st.queue.drain(..));
         st.eager = false;
         st.lazy_since = None;
-        st.oldest_at.take()
+        if taken { st.oldest_at.take() } else { None }
     }
 
     /// When the oldest message of the last `/meta/connect` reply that carried messages was
@@ -789,6 +850,62 @@ impl Session {
         }
         replace_waker(&mut st.waker, cx);
         Poll::Pending
+    }
+
+    /// As [`Session::poll_messages`], for the connection whose direct writer is `writer`
+    /// ([`Session::set_direct_writer`]), when its task has nothing staged and nothing being
+    /// written: while this returns `Pending`, publishers may write messages to the socket
+    /// themselves (unless another connection's writer has replaced `writer` since).
+    pub fn poll_messages_idle(
+        &self,
+        cx: &mut Context<'_>,
+        writer: &Arc<dyn DirectWrite>,
+    ) -> Poll<Wake> {
+        let mut st = self.state.lock();
+        if st.closed.is_some() {
+            return Poll::Ready(Wake::Closed);
+        }
+        let mine = is_writer(&st.direct, writer);
+        if st.eager || (mine && st.direct_started) {
+            return Poll::Ready(Wake::Messages);
+        }
+        replace_waker(&mut st.waker, cx);
+        st.writer_idle = st.ack.is_none() && mine;
+        Poll::Pending
+    }
+
+    /// The task of the connection whose direct writer is `writer` is about to write (or stage)
+    /// something of its own: no direct write may start from now on. Any direct write already
+    /// made is complete, or its writer holds the rest for the task to write first.
+    pub fn writer_busy(&self, writer: &Arc<dyn DirectWrite>) {
+        let mut st = self.state.lock();
+        if is_writer(&st.direct, writer) {
+            st.writer_idle = false;
+            st.direct_started = false;
+        }
+    }
+
+    /// Installs the connection's direct writer, in place of any other connection's. The
+    /// connection is busy until it next calls [`Session::poll_messages_idle`]. A closed
+    /// session keeps none.
+    pub fn set_direct_writer(&self, writer: Arc<dyn DirectWrite>) {
+        let mut st = self.state.lock();
+        st.writer_idle = false;
+        // A partial frame of the previous writer is its own task's to finish.
+        st.direct_started = false;
+        if st.closed.is_none() {
+            st.direct = Some(writer);
+        }
+    }
+
+    /// Removes `writer` if it is still the session's direct writer (its connection ends).
+    pub fn clear_direct_writer(&self, writer: &Arc<dyn DirectWrite>) {
+        let mut st = self.state.lock();
+        if is_writer(&st.direct, writer) {
+            st.direct = None;
+            st.writer_idle = false;
+            st.direct_started = false;
+        }
     }
 
     /// Polls a held connect of generation `generation`.
@@ -989,6 +1106,8 @@ impl Session {
                 return false;
             }
             st.closed = Some(reason);
+            st.direct = None;
+            st.writer_idle = false;
             // Its place in the endpoint's budget is free again.
             st.endpoint_slot = None;
             st.queue = VecDeque::new();
@@ -1062,6 +1181,13 @@ impl Drop for QueuedAt {
     }
 }
 
+/// Whether `installed` is `writer` (the same object).
+fn is_writer(installed: &Option<Arc<dyn DirectWrite>>, writer: &Arc<dyn DirectWrite>) -> bool {
+    installed
+        .as_ref()
+        .is_some_and(|w| std::ptr::addr_eq(Arc::as_ptr(w), Arc::as_ptr(writer)))
+}
+
 fn replace_waker(slot: &mut Option<Waker>, cx: &mut Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
@@ -1125,7 +1251,7 @@ mod tests {
     fn drop_oldest_keeps_the_newest_within_bound() {
         let s = session(3, OverflowPolicy::DropOldest);
         for i in 0..10u8 {
-            s.offer(&Framed::from_object(&[b'0' + i]), false);
+            s.offer(&Framed::from_object(&[b'0' + i]), false, &mut 0);
         }
         let got: Vec<u8> = s
             .take_messages()
@@ -1143,11 +1269,11 @@ mod tests {
         let t1 = t0 + Duration::from_millis(5);
         {
             let _at = QueuedAt::enter(t0);
-            s.offer(&Framed::from_object(b"1"), false);
+            s.offer(&Framed::from_object(b"1"), false, &mut 0);
         }
         {
             let _at = QueuedAt::enter(t1);
-            s.offer(&Framed::from_object(b"2"), false);
+            s.offer(&Framed::from_object(b"2"), false, &mut 0);
         }
         let mut out = Vec::new();
         assert_eq!(
@@ -1159,11 +1285,11 @@ mod tests {
         assert_eq!(s.take_messages_since(&mut out), None, "nothing taken");
         // Outside a request: no time, and the guard gave the previous one (none) back.
         assert_eq!(queued_at(), None);
-        s.offer(&Framed::from_object(b"3"), false);
+        s.offer(&Framed::from_object(b"3"), false, &mut 0);
         assert_eq!(s.take_messages_since(&mut out), None);
         {
             let _at = QueuedAt::enter(t1);
-            s.offer(&Framed::from_object(b"4"), false);
+            s.offer(&Framed::from_object(b"4"), false, &mut 0);
         }
         assert_eq!(s.take_messages_since(&mut out), Some(t1));
     }
@@ -1183,8 +1309,8 @@ mod tests {
         let t0 = Instant::now();
         {
             let _at = QueuedAt::enter(t0);
-            s.offer(&Framed::from_object(b"1"), false);
-            s.offer(&Framed::from_object(b"2"), false);
+            s.offer(&Framed::from_object(b"1"), false, &mut 0);
+            s.offer(&Framed::from_object(b"2"), false, &mut 0);
         }
         // Polling sessions are not written from the queue directly.
         assert_eq!(s.take_messages_since(&mut Vec::new()), None);
@@ -1198,7 +1324,7 @@ mod tests {
         // A reply without messages leaves no time behind.
         {
             let _at = QueuedAt::enter(t0);
-            s.offer(&Framed::from_object(b"3"), false);
+            s.offer(&Framed::from_object(b"3"), false, &mut 0);
         }
         s.begin_connect(t0, false, None, &timing).unwrap();
         s.begin_connect(t0, false, None, &timing).unwrap();
@@ -1212,11 +1338,23 @@ mod tests {
     #[test]
     fn disconnect_policy_refuses_at_bound() {
         let s = session(2, OverflowPolicy::Disconnect);
-        assert_eq!(s.offer(&Framed::from_object(b"1"), false), Offer::Queued);
-        assert_eq!(s.offer(&Framed::from_object(b"2"), false), Offer::Queued);
-        assert_eq!(s.offer(&Framed::from_object(b"3"), false), Offer::Refused);
+        assert_eq!(
+            s.offer(&Framed::from_object(b"1"), false, &mut 0),
+            Offer::Queued
+        );
+        assert_eq!(
+            s.offer(&Framed::from_object(b"2"), false, &mut 0),
+            Offer::Queued
+        );
+        assert_eq!(
+            s.offer(&Framed::from_object(b"3"), false, &mut 0),
+            Offer::Refused
+        );
         assert_eq!(s.queue_len(), 2);
         assert!(s.close(RemoveReason::Disconnected, None, |_| {}));
-        assert_eq!(s.offer(&Framed::from_object(b"4"), false), Offer::Closed);
+        assert_eq!(
+            s.offer(&Framed::from_object(b"4"), false, &mut 0),
+            Offer::Closed
+        );
     }
 }

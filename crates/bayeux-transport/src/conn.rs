@@ -19,15 +19,30 @@ use tokio::time::Sleep;
 
 use crate::shared::Shared;
 
-/// An accepted TCP connection, counted until it is dropped.
-pub(crate) struct Conn {
-    stream: TcpStream,
+/// An accepted TCP connection, counted until it is dropped. `S` is the socket: the stream
+/// itself, or [`SharedTcp`] once a WebSocket shares it with its direct writer.
+pub(crate) struct Conn<S = TcpStream> {
+    stream: S,
     write_deadline: Duration,
     /// Armed when a write first stays pending, dropped as soon as one completes: writes
     /// the kernel takes at once (nearly all of them) cost no timer and no allocation.
     timer: Option<Pin<Box<Sleep>>>,
+    _counted: Counted,
+}
+
+/// The connection's slot of `max_connections` and its place in the `connections` gauge.
+struct Counted {
     shared: Arc<Shared>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.shared
+            .metrics
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Conn {
@@ -42,14 +57,32 @@ impl Conn {
             stream,
             write_deadline: shared.config.write_deadline(),
             timer: None,
-            shared,
-            _permit: permit,
+            _counted: Counted {
+                shared,
+                _permit: permit,
+            },
         }
     }
 
+    /// The same connection with its socket shared: the returned stream is for writes that
+    /// never wait (a WebSocket's direct writer), the connection keeps reading and writing as
+    /// before.
+    pub(crate) fn into_shared(self) -> (Conn<SharedTcp>, Arc<TcpStream>) {
+        let stream = Arc::new(self.stream);
+        let conn = Conn {
+            stream: SharedTcp(stream.clone()),
+            write_deadline: self.write_deadline,
+            timer: self.timer,
+            _counted: self._counted,
+        };
+        (conn, stream)
+    }
+}
+
+impl<S> Conn<S> {
     /// Passes a completed write through and disarms the timer; fails a write that has been
-    /// pending for longer than the deadline with `TimedOut`, which makes hyper (or tungstenite,
-    /// after an upgrade) drop the connection.
+    /// pending for longer than the deadline with `TimedOut`, which makes hyper (or the
+    /// WebSocket task) drop the connection.
     fn bound<T>(&mut self, r: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         match r {
             Poll::Ready(r) => {
@@ -72,16 +105,80 @@ impl Conn {
     }
 }
 
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.shared
-            .metrics
-            .connections
-            .fetch_sub(1, Ordering::Relaxed);
+/// The most [`SharedTcp`] reads at once.
+const READ_CHUNK: usize = 4096;
+
+/// A TCP stream shared with a writer on other threads (all of `TcpStream`'s non-waiting
+/// operations take `&self`); reads, writes and shutdown as the stream's own.
+pub(crate) struct SharedTcp(Arc<TcpStream>);
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            // Safe code must initialize what it reads into: at most one chunk per read, so
+            // that a large spare capacity is not zeroed on every call.
+            let n = buf.remaining().min(READ_CHUNK);
+            let unfilled = buf.initialize_unfilled_to(n);
+            match self.0.try_read(unfilled) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
 
-impl AsyncRead for Conn {
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -91,7 +188,7 @@ impl AsyncRead for Conn {
     }
 }
 
-impl AsyncWrite for Conn {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -124,7 +124,8 @@ pub struct Metrics {
     /// outside a client's request (server-side and backplane publishes) carry no time: a queue
     /// that starts with one is not timed. When a full queue drops its oldest messages, the time
     /// stays that of the first message of the run (an upper bound). For WebSocket sessions
-    /// with the ack extension, only the replies of held connects are timed.
+    /// with the ack extension, only the replies of held connects are timed. A delivery that its
+    /// publisher wrote to an idle WebSocket itself never waited in a queue: it counts as 0.
     pub queued_to_written: Histogram,
     /// `bayeux_connect_hold_seconds`: how long held `/meta/connect`s were held, from the
     /// request that brought the connect to its answer (messages, deadline, a newer connect or

@@ -203,8 +203,12 @@ where
                     // A task of its own, which keeps only the socket: this one, with what it
                     // needed for HTTP, ends here.
                     let shared = bayeux.shared.clone();
+                    // Shared with the session's publishers, who write deliveries to it
+                    // themselves while the socket's task is idle.
+                    let (conn, stream) = conn.into_shared();
+                    let direct = ws::Direct::new(stream, shared.clone());
                     crate::trace::spawn_in(tracing::Span::current(), async move {
-                        ws::run_on(&shared, conn, read, ctx).await;
+                        ws::run_on(&shared, conn, read, ctx, Some(direct)).await;
                         drop(tracker);
                     });
                     return;

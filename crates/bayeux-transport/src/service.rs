@@ -225,7 +225,7 @@ impl BayeuxService {
                 match upgrade.await {
                     Ok(upgraded) => {
                         let io = hyper_util::rt::TokioIo::new(upgraded);
-                        ws::run_on(&shared, io, Vec::new(), ctx).await;
+                        ws::run_on(&shared, io, Vec::new(), ctx, None).await;
                     }
                     Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
                 }

@@ -16,16 +16,22 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
-use bayeux_core::{Framed, Hold, RequestContext, Session, Wake, decode_batch, join_array};
+use std::sync::Arc;
+
+use bayeux_core::{
+    DirectOutcome, DirectWrite, Framed, Hold, RequestContext, Session, Wake, decode_batch,
+    join_array,
+};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -152,6 +158,87 @@ impl Written {
     }
 }
 
+/// A WebSocket's socket as its session's publishers see it ([`DirectWrite`]): while the
+/// socket's task is idle, a publisher writes a delivery's frame itself, without waiting and
+/// without waking the task (which saves a task wake-up, often a thread's, per delivery). A
+/// frame the kernel takes only in part is finished by the task, under the write deadline.
+pub(crate) struct Direct {
+    stream: Arc<TcpStream>,
+    shared: Arc<Shared>,
+    /// The rest of a frame that was only partly written, for the task to finish first.
+    rest: std::sync::Mutex<Option<OutFrame>>,
+    has_rest: AtomicBool,
+    /// The socket's task, woken when a frame is left for it to finish.
+    task: std::sync::Mutex<Option<Waker>>,
+}
+
+impl Direct {
+    pub(crate) fn new(stream: Arc<TcpStream>, shared: Arc<Shared>) -> Arc<Direct> {
+        Arc::new(Direct {
+            stream,
+            shared,
+            rest: std::sync::Mutex::new(None),
+            has_rest: AtomicBool::new(false),
+            task: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn has_rest(&self) -> bool {
+        self.has_rest.load(Ordering::Acquire)
+    }
+
+    fn take_rest(&self) -> Option<OutFrame> {
+        let rest = lock(&self.rest).take();
+        self.has_rest.store(false, Ordering::Release);
+        rest
+    }
+
+    /// The task to wake when a frame is left for it.
+    fn register(&self, cx: &Context<'_>) {
+        let mut task = lock(&self.task);
+        if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *task = Some(cx.waker().clone());
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl DirectWrite for Direct {
+    fn try_write(&self, message: &Framed) -> DirectOutcome {
+        let mut frame = OutFrame::new(wsframe::TEXT, join_array(std::iter::once(message)));
+        let head_len = usize::from(frame.head_len);
+        let bufs = [
+            io::IoSlice::new(&frame.head[..head_len]),
+            io::IoSlice::new(&frame.payload),
+        ];
+        match self.stream.try_write_vectored(&bufs) {
+            Ok(n) if n == head_len + frame.payload.len() => {
+                self.shared.metrics.add_out(1);
+                self.shared
+                    .metrics
+                    .queued_to_written
+                    .observe(Duration::ZERO);
+                DirectOutcome::Written
+            }
+            Ok(n) if n > 0 => {
+                self.shared.metrics.add_out(1);
+                frame.pos = n;
+                *lock(&self.rest) = Some(frame);
+                self.has_rest.store(true, Ordering::Release);
+                if let Some(w) = lock(&self.task).as_ref() {
+                    w.wake_by_ref();
+                }
+                DirectOutcome::Started
+            }
+            // Full, or failed: the task finds out when it writes the queued message.
+            _ => DirectOutcome::NotWritten,
+        }
+    }
+}
+
 impl Writer<'_> {
     fn busy(&self) -> bool {
         !matches!(self.op, Op::Idle)
@@ -247,8 +334,16 @@ impl Drop for Gauge<'_> {
 
 /// Runs a WebSocket whose `101` answer has been written on `io` (`read`: what the client sent
 /// after its handshake, already read from `io`), until it closes.
-pub(crate) async fn run_on<IO>(shared: &Shared, mut io: IO, read: Vec<u8>, ctx: RequestContext)
-where
+///
+/// With `direct` (a plain TCP socket), publishers write deliveries to the socket themselves
+/// while the task is idle ([`Direct`]).
+pub(crate) async fn run_on<IO>(
+    shared: &Shared,
+    mut io: IO,
+    read: Vec<u8>,
+    ctx: RequestContext,
+    direct: Option<Arc<Direct>>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     shared.metrics.websockets.fetch_add(1, Ordering::Relaxed);
@@ -281,8 +376,13 @@ where
         since: None,
         queued_to_written: &shared.metrics.queued_to_written,
     };
-    // A pong owed to the client.
+    // A pong owed to the client, and whether a ping is.
     let mut pong: Option<Bytes> = None;
+    let mut ping_owed = false;
+    // Whether the session was told that this task is idle (publishers may then write to the
+    // socket directly): the task takes that back before it writes anything itself.
+    let mut idle_told = false;
+    let writer_id: Option<Arc<dyn DirectWrite>> = direct.clone().map(|d| d as _);
     // The socket is ending: nothing more is read or taken; what is staged is written, then
     // `farewell` (a close frame), then the loop ends.
     let mut closing = false;
@@ -290,6 +390,20 @@ where
     // Frames already received (with the handshake) are handled first.
     let mut pending_input = !rbuf.is_empty();
     'socket: loop {
+        if std::mem::take(&mut idle_told)
+            && let (Some(s), Some(w)) = (&session, &writer_id)
+        {
+            s.writer_busy(w);
+        }
+        if let Some(d) = &direct
+            && d.has_rest()
+            && let Some(rest) = d.take_rest()
+        {
+            // A publisher's frame that the kernel took only in part: it goes out first (the
+            // task was idle when it was started, and has written nothing since).
+            debug_assert!(!writer.busy());
+            writer.start(rest);
+        }
         if pending_input && !writer.busy() && !closing {
             pending_input = false;
             // Boxed: the socket's task keeps only a pointer for this step while it is idle
@@ -303,6 +417,7 @@ where
                 &mut hold,
                 &mut out,
                 &mut pong,
+                writer_id.as_ref(),
             ))
             .await;
             if let Some(f) = end {
@@ -322,11 +437,21 @@ where
             }
             if let Some(p) = pong.take() {
                 writer.start(OutFrame::new(wsframe::PONG, p));
+            } else if std::mem::take(&mut ping_owed) {
+                writer.start(OutFrame::new(wsframe::PING, Bytes::new()));
             } else if !out.is_empty() {
-                shared.metrics.add_out(out.len());
-                writer.start(OutFrame::new(wsframe::TEXT, join_array(&out)));
+                // Everything waiting in one frame, up to the message size this server accepts
+                // from clients (a client need not take bigger ones); the rest in the next.
+                let n = frame_count(&out, shared.config.max_ws_message_bytes);
+                shared.metrics.add_out(n);
+                writer.start(OutFrame::new(wsframe::TEXT, join_array(&out[..n])));
+                // The oldest message's wait goes with the first frame of a split.
                 writer.since = staged_since.take();
-                out.clear();
+                if n == out.len() {
+                    out.clear();
+                } else {
+                    out.drain(..n);
+                }
             } else if let Some(f) = farewell.take() {
                 writer.start(f);
             } else {
@@ -355,10 +480,24 @@ where
         let taking = !writer.busy() && !closing;
         let busy = writer.busy();
         let event = std::future::poll_fn(|cx| {
+            if let Some(d) = &direct {
+                if d.has_rest() {
+                    return Poll::Ready(Event::Messages);
+                }
+                d.register(cx);
+            }
             if let Some(s) = &session
                 && !s.connect_only()
             {
-                match s.poll_messages(cx) {
+                // Polled only while the task is idle (`taking`): with a direct writer, the
+                // session may then let publishers write to the socket.
+                let polled = if let Some(w) = &writer_id {
+                    idle_told = true;
+                    s.poll_messages_idle(cx, w)
+                } else {
+                    s.poll_messages(cx)
+                };
+                match polled {
                     Poll::Ready(Wake::Messages) => return Poll::Ready(Event::Messages),
                     Poll::Ready(_) if hold.is_none() => return Poll::Ready(Event::SessionClosed),
                     _ => {}
@@ -451,7 +590,7 @@ where
                         farewell = Some(OutFrame::close(1001, "keep-alive timeout"));
                         closing = true;
                     } else {
-                        writer.start(OutFrame::new(wsframe::PING, Bytes::new()));
+                        ping_owed = true;
                     }
                 }
             }
@@ -462,6 +601,9 @@ where
     // sessions for maxInterval across reconnects).
     if let Some(h) = hold.take() {
         h.abandon(Instant::now());
+    }
+    if let (Some(s), Some(w)) = (&session, &writer_id) {
+        s.clear_direct_writer(w);
     }
     let _ = tokio::time::timeout(writer.deadline, io.shutdown()).await;
 }
@@ -474,6 +616,19 @@ fn finish_hold(shared: &Shared, hold: Hold, staged_since: &mut Option<Instant>) 
     let replies = crate::metrics::finish_hold(shared, hold);
     *staged_since = staged_since.or_else(|| session.take_drained_since());
     replies
+}
+
+/// How many of the messages at the front of `out` go in one frame of at most `limit` bytes
+/// (at least one, whatever its size).
+fn frame_count(out: &[Framed], limit: usize) -> usize {
+    let mut len = 1; // the array's brackets, less the first comma
+    for (i, m) in out.iter().enumerate() {
+        len += m.object().len() + 1;
+        if len > limit && i > 0 {
+            return i;
+        }
+    }
+    out.len()
 }
 
 /// Handles every complete frame in `rbuf`: messages go to the engine (their replies to `out`),
@@ -489,6 +644,7 @@ async fn handle_input(
     hold: &mut Option<Hold>,
     out: &mut Vec<Framed>,
     pong: &mut Option<Bytes>,
+    direct: Option<&Arc<dyn DirectWrite>>,
 ) -> Option<OutFrame> {
     let engine = &shared.engine;
     let limits = engine.config().limits;
@@ -517,10 +673,15 @@ async fn handle_input(
                         shared.metrics.published(now, publishes);
                         if let Some(s) = outcome.session.take()
                             && !s.is_closed()
+                            && session.as_ref().is_none_or(|old| !Arc::ptr_eq(old, &s))
                         {
-                            if session.as_ref().is_none_or(|old| old.key() != s.key()) {
-                                crate::trace::record_session(&s);
-                                tracing::debug!("websocket session");
+                            crate::trace::record_session(&s);
+                            tracing::debug!("websocket session");
+                            if let Some(d) = direct {
+                                if let Some(old) = session.as_ref() {
+                                    old.clear_direct_writer(d);
+                                }
+                                s.set_direct_writer(d.clone());
                             }
                             *session = Some(s);
                         }
@@ -546,5 +707,25 @@ async fn handle_input(
                 return Some(OutFrame::close(code, ""));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_joins_waiting_messages_up_to_the_limit() {
+        let m = |n: usize| Framed::from_object(&vec![b'1'; n]);
+        // `[` + 10 + `,` + 10 + `]` = 23 bytes.
+        let two = [m(10), m(10)];
+        assert_eq!(frame_count(&two, 23), 2);
+        assert_eq!(frame_count(&two, 22), 1);
+        assert_eq!(join_array(&two[..2]).len(), 23);
+        // One message goes alone whatever its size.
+        assert_eq!(frame_count(&[m(100), m(1)], 10), 1);
+        assert_eq!(frame_count(&[m(1)], 0), 1);
+        assert_eq!(frame_count(&[m(3), m(3), m(3), m(100)], 13), 3);
+        assert_eq!(frame_count(&[m(3), m(3), m(3), m(100)], 12), 2);
     }
 }

@@ -117,8 +117,10 @@ async fn handshake_connect_subscribe_publish_over_one_socket() {
     .await;
 }
 
-// A current-thread runtime: the three publishes happen before the socket's task can run, so
-// the waiting messages must travel together.
+// A current-thread runtime: the socket's task cannot run while the test publishes. While the
+// task is idle, a publish is written to the socket by the publisher itself; once the kernel
+// stops taking them (the client is not reading), messages wait in the session queue, and the
+// waiting ones travel together in one frame.
 #[tokio::test(flavor = "current_thread")]
 async fn waiting_messages_share_one_frame() {
     bounded(async {
@@ -130,15 +132,42 @@ async fn waiting_messages_share_one_frame() {
             find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"],
             true
         );
+        let session = s.engine().session(&id).expect("the session");
+        let big = "x".repeat(256 * 1024);
+        let mut written_directly = 0;
+        while session.queue_len() == 0 {
+            assert!(written_directly < 400, "the socket never filled");
+            s.engine().publish_json("/t/big", &big).unwrap();
+            written_directly += 1;
+        }
+        assert!(
+            written_directly > 1,
+            "the idle socket took publishes directly"
+        );
         for i in 0..3 {
             s.engine().publish_json(&format!("/t/{i}"), &i).unwrap();
         }
-        let (msgs, frames) = collect_until(&mut ws, STEP, |m| m.len() >= 3).await;
-        assert_eq!(msgs.len(), 3, "{msgs:?}");
-        assert_eq!(frames, 1, "three waiting messages in one frame");
-        for (i, m) in msgs.iter().enumerate() {
-            assert_eq!(m["channel"], format!("/t/{i}"));
-            assert_eq!(m["data"], i);
+        assert!(session.queue_len() >= 3, "the three wait in the queue");
+        // The client reads everything: the three come in one frame, in order.
+        let deadline = Instant::now() + STEP * 4;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(WsEvent::Messages(m)) = ws_next(&mut ws, left).await else {
+                panic!("no frame with /t/2");
+            };
+            if m.iter().any(|m| m["channel"] == "/t/2") {
+                let small: Vec<_> = m.iter().filter(|m| m["channel"] != "/t/big").collect();
+                assert_eq!(
+                    small.len(),
+                    3,
+                    "three waiting messages in one frame: {small:?}"
+                );
+                for (i, m) in small.iter().enumerate() {
+                    assert_eq!(m["channel"], format!("/t/{i}"));
+                    assert_eq!(m["data"], i);
+                }
+                break;
+            }
         }
     })
     .await;
@@ -370,6 +399,136 @@ async fn every_one_of_many_pipelined_publishes_is_answered() {
             assert_eq!(r["id"], format!("p{i}"), "replies in order");
             assert_eq!(r["successful"], true);
         }
+    })
+    .await;
+}
+
+// Publishers on several threads write to one socket directly while its task is idle, the task
+// writes the client's replies and what queued while it was busy, and the client pauses now and
+// then so that big frames are taken only in part: every frame arrives whole, each publisher's
+// messages in order, none lost or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_writes_and_the_task_never_interleave() {
+    const PUBLISHERS: u64 = 3;
+    const EACH: u64 = 1500;
+    bounded(async {
+        let engine = EngineConfig {
+            max_queue: 100_000,
+            ..engine_config(10_000)
+        };
+        let s = Server::start(engine, TransportConfig::default()).await;
+        let mut ws = ws_connect(s.addr, "/cometd").await;
+        let id = ws_handshake(&mut ws).await;
+        ws_send(&mut ws, &json!([subscribe_msg(&id, "3", "/t/**")])).await;
+        assert_eq!(
+            find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"],
+            true
+        );
+        let mut tasks = Vec::new();
+        for p in 0..PUBLISHERS {
+            let engine = s.engine().clone();
+            tasks.push(tokio::spawn(async move {
+                let big = "y".repeat(512 * 1024);
+                for n in 0..EACH {
+                    let data = if n % 50 == 7 {
+                        json!({"p": p, "n": n, "pad": big})
+                    } else {
+                        json!({"p": p, "n": n})
+                    };
+                    engine.publish_json(&format!("/t/{p}"), &data).unwrap();
+                    if n % 50 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }));
+        }
+        let mut next = [0u64; PUBLISHERS as usize];
+        let mut own_sent = 0u64;
+        let mut own_seen = 0u64;
+        let mut frames = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while next.iter().any(|&n| n < EACH) || own_seen < own_sent {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msgs = match ws_next(&mut ws, left).await {
+                Some(WsEvent::Messages(msgs)) => msgs,
+                other => panic!("stopped at {next:?}, own {own_seen}/{own_sent}: {other:?}"),
+            };
+            frames += 1;
+            for m in msgs {
+                if m["channel"] == "/t/own" && m.get("successful").is_none() {
+                    own_seen += 1;
+                } else if let Some(p) = m["data"]["p"].as_u64() {
+                    let n = m["data"]["n"].as_u64().unwrap();
+                    assert_eq!(n, next[p as usize], "publisher {p} out of order");
+                    next[p as usize] += 1;
+                }
+            }
+            // The client publishes too (the task is then busy with its input and replies), and
+            // sometimes stops reading for a moment.
+            if frames.is_multiple_of(4) && own_sent < 1000 {
+                own_sent += 1;
+                let id_n = format!("own{own_sent}");
+                ws_send(
+                    &mut ws,
+                    &json!([publish_msg(&id, &id_n, "/t/own", json!(own_sent))]),
+                )
+                .await;
+            }
+            if frames.is_multiple_of(200) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(next, [EACH; PUBLISHERS as usize]);
+    })
+    .await;
+}
+
+// A session taken over by a second socket (a client that reconnects on a new WebSocket with
+// its clientId) moves its direct writes there; the first socket, and then the second one
+// closing, leave the session delivering whole frames through the sockets that remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_moving_to_another_socket_keeps_its_frames_whole() {
+    bounded(async {
+        let s = server(10_000).await;
+        let mut a = ws_connect(s.addr, "/cometd").await;
+        let id = ws_handshake(&mut a).await;
+        ws_send(&mut a, &json!([subscribe_msg(&id, "3", "/m")])).await;
+        assert_eq!(
+            find(&ws_recv(&mut a).await, "/meta/subscribe")["successful"],
+            true
+        );
+        let mut b = ws_connect(s.addr, "/cometd").await;
+        ws_send(&mut b, &json!([connect_msg(&id, "4", "websocket")])).await;
+        let deadline = Instant::now() + STEP;
+        // The held connect on `a` is superseded; `b`'s connect is held (or answered).
+        let mut seen = Vec::new();
+        for n in 0..200u64 {
+            s.engine().publish_json("/m", &json!(n)).unwrap();
+        }
+        while seen.len() < 200 && Instant::now() < deadline {
+            for ws in [&mut a, &mut b] {
+                if let Some(WsEvent::Messages(m)) = ws_next(ws, Duration::from_millis(20)).await {
+                    seen.extend(
+                        m.iter()
+                            .filter(|m| m["channel"] == "/m")
+                            .map(|m| m["data"].clone()),
+                    );
+                }
+            }
+        }
+        let mut got: Vec<u64> = seen.iter().map(|v| v.as_u64().unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..200).collect::<Vec<_>>(), "each delivered once");
+        // `b` goes away: the session still delivers on `a`.
+        drop(b);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.engine().publish_json("/m", &json!("after")).unwrap();
+        let (msgs, _) =
+            collect_until(&mut a, STEP, |m| m.iter().any(|m| m["data"] == "after")).await;
+        assert!(msgs.iter().any(|m| m["data"] == "after"), "{msgs:?}");
     })
     .await;
 }

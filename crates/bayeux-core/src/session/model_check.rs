@@ -195,7 +195,10 @@ fn offers_racing_a_connect_answer_are_neither_lost_nor_doubled() {
             let s = s.clone();
             thread::spawn(move || {
                 for i in 0..3u8 {
-                    assert_eq!(s.offer(&Framed::from_object(&[i]), false), Offer::Queued);
+                    assert_eq!(
+                        s.offer(&Framed::from_object(&[i]), false, &mut 0),
+                        Offer::Queued
+                    );
                 }
             })
         };
@@ -212,5 +215,135 @@ fn offers_racing_a_connect_answer_are_neither_lost_nor_doubled() {
             got.extend(messages.iter().map(|b| b.object()[0]));
         }
         assert_eq!(got, [0, 1, 2]);
+    });
+}
+
+/// What reached the socket, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// A publisher wrote the whole frame.
+    Direct(u8),
+    /// A publisher wrote part of it; the task must write the rest next.
+    Start(u8),
+    Rest(u8),
+    /// The task wrote a queued message.
+    Task(u8),
+}
+
+/// A socket that takes messages whole, in part (every third) or not at all (every fifth).
+struct ModelSocket {
+    wire: ModelMutex<Vec<Wire>>,
+    rest: ModelMutex<Option<u8>>,
+}
+
+impl DirectWrite for ModelSocket {
+    fn try_write(&self, message: &Framed) -> DirectOutcome {
+        let id = message.object()[0];
+        match id % 5 {
+            4 => DirectOutcome::NotWritten,
+            1 => {
+                self.wire.lock().unwrap().push(Wire::Start(id));
+                *self.rest.lock().unwrap() = Some(id);
+                DirectOutcome::Started
+            }
+            _ => {
+                self.wire.lock().unwrap().push(Wire::Direct(id));
+                DirectOutcome::Written
+            }
+        }
+    }
+}
+
+/// Publishers writing to an idle WebSocket's socket themselves race the socket's task, which
+/// takes queued messages and finishes partial writes (the steps `ws::run_on` takes, in its
+/// order): nothing is written twice or lost, a partial frame is always finished before anything
+/// else is written, and each publisher's messages reach the socket in order.
+#[test]
+fn direct_writes_racing_the_task_keep_frames_whole_and_in_order() {
+    explore(|| {
+        let t0 = Instant::now();
+        let s = Arc::new(Session::new(
+            Owner::default(),
+            TransportKind::WebSocket,
+            None,
+            64,
+            OverflowPolicy::DropOldest,
+            &timing(),
+            Some(t0),
+        ));
+        let socket = Arc::new(ModelSocket {
+            wire: ModelMutex::new(Vec::new()),
+            rest: ModelMutex::new(None),
+        });
+        let writer: Arc<dyn DirectWrite> = socket.clone();
+        s.set_direct_writer(writer.clone());
+        let publishers: Vec<_> = [0u8, 12]
+            .into_iter()
+            .map(|base| {
+                let s = s.clone();
+                thread::spawn(move || {
+                    for i in base..base + 3 {
+                        let mut budget = 1;
+                        assert_eq!(
+                            s.offer(&Framed::from_object(&[i]), false, &mut budget),
+                            Offer::Queued
+                        );
+                    }
+                })
+            })
+            .collect();
+        // The socket's task, one turn of its loop at a time: finish a partial frame, write
+        // what it took, then wait (idle) until the session has messages (polled twice: before
+        // and after a wake-up), taking them.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut idle_told = false;
+        let mut out: Vec<Framed> = Vec::new();
+        let mut turn = |out: &mut Vec<Framed>, idle_told: &mut bool| {
+            if std::mem::take(idle_told) {
+                s.writer_busy(&writer);
+            }
+            if let Some(id) = socket.rest.lock().unwrap().take() {
+                socket.wire.lock().unwrap().push(Wire::Rest(id));
+            }
+            for m in out.drain(..) {
+                socket.wire.lock().unwrap().push(Wire::Task(m.object()[0]));
+            }
+            *idle_told = true;
+            for _ in 0..2 {
+                if socket.rest.lock().unwrap().is_some() {
+                    return true;
+                }
+                if s.poll_messages_idle(&mut cx, &writer).is_ready() {
+                    s.take_messages_into(out);
+                    return true;
+                }
+                thread::yield_now();
+            }
+            false
+        };
+        for _ in 0..4 {
+            turn(&mut out, &mut idle_told);
+        }
+        for p in publishers {
+            p.join().unwrap();
+        }
+        // Whatever is left is taken now.
+        while turn(&mut out, &mut idle_told) || !out.is_empty() {}
+        let wire = socket.wire.lock().unwrap().clone();
+        let mut ids = Vec::new();
+        for (i, w) in wire.iter().enumerate() {
+            match *w {
+                Wire::Direct(id) | Wire::Task(id) => ids.push(id),
+                Wire::Start(id) => {
+                    assert_eq!(wire.get(i + 1), Some(&Wire::Rest(id)), "{wire:?}");
+                    ids.push(id);
+                }
+                Wire::Rest(id) => assert_eq!(wire[i - 1], Wire::Start(id), "{wire:?}"),
+            }
+        }
+        let first: Vec<u8> = ids.iter().copied().filter(|&i| i < 12).collect();
+        let second: Vec<u8> = ids.iter().copied().filter(|&i| i >= 12).collect();
+        assert_eq!(first, [0, 1, 2], "{wire:?}");
+        assert_eq!(second, [12, 13, 14], "{wire:?}");
     });
 }

@@ -27,7 +27,7 @@ const BOUNDS_LE: [&str; 19] = [
 /// A latency histogram with fixed buckets (50 µs to 60 s, and `+Inf`), rendered in seconds.
 ///
 /// Recording is lock-free and allocation-free: one relaxed atomic addition to the bucket the
-/// value falls in and one to the sum (kept in microseconds). The count is the sum of the
+/// value falls in and one to the sum (kept in microseconds; none for a zero). The count is the sum of the
 /// buckets, so a scrape may see the sum and the buckets of an observation in progress apart.
 #[derive(Debug)]
 pub struct Histogram {
@@ -60,8 +60,11 @@ impl Histogram {
         // The first bucket whose bound is at least the value (`le`: less than or equal).
         let i = BOUNDS_US.partition_point(|&b| b < us);
         self.buckets[i].fetch_add(n, Ordering::Relaxed);
-        self.sum_us
-            .fetch_add(us.saturating_mul(n), Ordering::Relaxed);
+        // A zero (a direct write's wait) costs one atomic addition, not two.
+        if us > 0 {
+            self.sum_us
+                .fetch_add(us.saturating_mul(n), Ordering::Relaxed);
+        }
     }
 
     /// Observations so far.

@@ -59,6 +59,11 @@ pub(crate) fn request(method: &http::Method, path: &str) -> Span {
 /// principal on the current span (a connection's or a
 /// request's), when that span is enabled.
 pub(crate) fn record_session(session: &Session) {
+    // The spans are at debug: below that no span of ours exists, and a level check is cheaper
+    // than finding the current span.
+    if !tracing::level_enabled!(tracing::Level::DEBUG) {
+        return;
+    }
     let span = Span::current();
     if span.is_disabled() {
         return;

@@ -151,6 +151,8 @@ pub struct Hold {
     session: Arc<Session>,
     generation: u64,
     deadline: Instant,
+    /// When the hold started (the `now` of the request that brought the connect).
+    since: Instant,
     /// The connect's `id` and `ext`, all its reply and the outgoing extensions need: the rest of
     /// the request is not kept for the life of the hold.
     id: Option<MessageId>,
@@ -170,6 +172,12 @@ impl Hold {
     /// The session.
     pub fn session(&self) -> &Arc<Session> {
         &self.session
+    }
+
+    /// When the hold started: the `now` of the request that brought the connect (a transport
+    /// measures how long connects are held with it).
+    pub fn since(&self) -> Instant {
+        self.since
     }
 
     /// Ready when messages arrive, a newer connect supersedes this one, or the session ends.
@@ -587,6 +595,8 @@ impl Engine {
         authorized: Authorized,
         now: Instant,
     ) -> Outcome {
+        // Messages this batch queues are stamped with `now` (see `Session::take_messages_since`).
+        let _queued_at = crate::session::QueuedAt::enter(now);
         let mut out = Outcome::default();
         let Authorized { batch, decisions } = authorized;
         let batch = only_handshake(batch);
@@ -834,6 +844,7 @@ impl Engine {
                     session: session.clone(),
                     generation,
                     deadline: now + Duration::from_millis(timeout),
+                    since: now,
                     id: msg.id.clone(),
                     ext: msg.ext.clone(),
                     stats: self.inner.stats.clone(),

@@ -305,6 +305,13 @@ struct State {
     interval: Option<u64>,
     ack: Option<AckState>,
     dropped: u64,
+    /// When the oldest message in `queue` was queued (the time of the request that published
+    /// it, see [`queued_at`]), set when the queue goes from empty to non-empty: one stamp per
+    /// queue, not per message. `None` when unknown (queued outside a client's request).
+    oldest_at: Option<Instant>,
+    /// `oldest_at` of the messages the last connect reply took, until the transport collects
+    /// it ([`Session::take_drained_since`]).
+    drained_at: Option<Instant>,
     /// The connection's direct writer (WebSocket over plain TCP), when it has one.
     direct: Option<Arc<dyn DirectWrite>>,
     /// Whether that connection's task is idle (nothing staged, nothing being written), so that
@@ -325,6 +332,12 @@ impl State {
     fn drain_for_connect(&mut self) -> Vec<Framed> {
         self.eager = false;
         self.lazy_since = None;
+        // Only this reply's time is kept: an earlier one nobody collected must not outlive it.
+        self.drained_at = if self.queue.is_empty() {
+            None
+        } else {
+            self.oldest_at.take()
+        };
         match self.ack.as_mut() {
             None => self.queue.drain(..).collect(),
             Some(ack) => {
@@ -548,6 +561,8 @@ impl Session {
                 interval: None,
                 ack: None,
                 dropped: 0,
+                oldest_at: None,
+                drained_at: None,
                 direct: None,
                 writer_idle: false,
                 direct_started: false,
@@ -735,6 +750,9 @@ impl Session {
                 unacked: dropped_unacked,
             };
         }
+        if st.queue.is_empty() {
+            st.oldest_at = queued_at();
+        }
         st.queue.push_back(message.clone());
         if lazy {
             return result;
@@ -785,17 +803,39 @@ impl Session {
     /// As [`Session::take_messages`], appending to `out`, so a writer can reuse one buffer
     /// instead of allocating for every write.
     pub fn take_messages_into(&self, out: &mut Vec<Framed>) {
+        self.take_messages_since(out);
+    }
+
+    /// As [`Session::take_messages_into`], and returns when the oldest of the messages taken
+    /// was queued (when known: see [`Session::take_drained_since`]), so that the transport can
+    /// measure how long it waited, once per write and without a timestamp per message.
+    pub fn take_messages_since(&self, out: &mut Vec<Framed>) -> Option<Instant> {
         if self.transport.is_polling() {
-            return;
+            return None;
         }
         let mut st = self.state.lock();
         // What is taken is written by the task: no direct write may overtake it.
         st.writer_idle = false;
-        if st.ack.is_none() {
-            out.extend(st.queue.drain(..));
-            st.eager = false;
-            st.lazy_since = None;
+        if st.ack.is_some() {
+            return None;
         }
+        let taken = !st.queue.is_empty();
+        out.extend(st.queue.drain(..));
+        st.eager = false;
+        st.lazy_since = None;
+        if taken { st.oldest_at.take() } else { None }
+    }
+
+    /// When the oldest message of the last `/meta/connect` reply that carried messages was
+    /// queued, and forgets it: the long-polling transport (and the WebSocket one, for sessions
+    /// with the ack extension) asks once it has the reply to write.
+    ///
+    /// The time is that of the client request that published the message, which the engine
+    /// receives as its `now`: messages queued outside a client's request (server-side
+    /// publishes, the backplane's) carry no time, and a queue that starts with one is not
+    /// timed.
+    pub fn take_drained_since(&self) -> Option<Instant> {
+        self.state.lock().drained_at.take()
     }
 
     /// Polls for messages: ready when the queue is non-empty or the session has ended. For the
@@ -1071,6 +1111,8 @@ impl Session {
             // Its place in the endpoint's budget is free again.
             st.endpoint_slot = None;
             st.queue = VecDeque::new();
+            st.oldest_at = None;
+            st.drained_at = None;
             st.eager = false;
             if let Some(ack) = st.ack.as_mut() {
                 ack.unacked = VecDeque::new();
@@ -1109,6 +1151,35 @@ impl<T> Mutex<T> {
 
 #[cfg(all(test, feature = "model-check"))]
 mod model_check;
+
+std::thread_local! {
+    /// The `now` of the client request being handled on this thread ([`QueuedAt`]), which
+    /// stamps a session queue that goes from empty to non-empty. A thread-local rather than an
+    /// argument of every publish path: the engine's request handling is synchronous, and the
+    /// fan-out reads it only when a queue was empty (no clock read, no per-message field).
+    static QUEUED_AT: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// The time of the request being handled on this thread, if any.
+fn queued_at() -> Option<Instant> {
+    QUEUED_AT.with(|t| t.get())
+}
+
+/// While alive, messages queued on this thread are stamped with `now` (the engine sets it for
+/// the duration of a client's batch); the previous value comes back when it is dropped.
+pub(crate) struct QueuedAt(Option<Instant>);
+
+impl QueuedAt {
+    pub(crate) fn enter(now: Instant) -> QueuedAt {
+        QueuedAt(QUEUED_AT.with(|t| t.replace(Some(now))))
+    }
+}
+
+impl Drop for QueuedAt {
+    fn drop(&mut self) {
+        QUEUED_AT.with(|t| t.set(self.0));
+    }
+}
 
 /// Whether `installed` is `writer` (the same object).
 fn is_writer(installed: &Option<Arc<dyn DirectWrite>>, writer: &Arc<dyn DirectWrite>) -> bool {
@@ -1189,6 +1260,79 @@ mod tests {
             .collect();
         assert_eq!(got, [7, 8, 9]);
         assert_eq!(s.dropped(), 7);
+    }
+
+    #[test]
+    fn a_queue_is_stamped_once_by_the_request_that_starts_it() {
+        let s = session(10, OverflowPolicy::DropOldest);
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(5);
+        {
+            let _at = QueuedAt::enter(t0);
+            s.offer(&Framed::from_object(b"1"), false, &mut 0);
+        }
+        {
+            let _at = QueuedAt::enter(t1);
+            s.offer(&Framed::from_object(b"2"), false, &mut 0);
+        }
+        let mut out = Vec::new();
+        assert_eq!(
+            s.take_messages_since(&mut out),
+            Some(t0),
+            "the oldest's time"
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(s.take_messages_since(&mut out), None, "nothing taken");
+        // Outside a request: no time, and the guard gave the previous one (none) back.
+        assert_eq!(queued_at(), None);
+        s.offer(&Framed::from_object(b"3"), false, &mut 0);
+        assert_eq!(s.take_messages_since(&mut out), None);
+        {
+            let _at = QueuedAt::enter(t1);
+            s.offer(&Framed::from_object(b"4"), false, &mut 0);
+        }
+        assert_eq!(s.take_messages_since(&mut out), Some(t1));
+    }
+
+    #[test]
+    fn a_connect_reply_keeps_the_time_of_its_oldest_message_for_the_transport() {
+        let timing = Timing::of(&crate::EngineConfig::default());
+        let s = Session::new(
+            Owner::default(),
+            TransportKind::LongPolling,
+            None,
+            10,
+            OverflowPolicy::DropOldest,
+            &timing,
+            Some(Instant::now()),
+        );
+        let t0 = Instant::now();
+        {
+            let _at = QueuedAt::enter(t0);
+            s.offer(&Framed::from_object(b"1"), false, &mut 0);
+            s.offer(&Framed::from_object(b"2"), false, &mut 0);
+        }
+        // Polling sessions are not written from the queue directly.
+        assert_eq!(s.take_messages_since(&mut Vec::new()), None);
+        let Ok(ConnectStart::Answer { messages, .. }) = s.begin_connect(t0, false, None, &timing)
+        else {
+            panic!("a first connect is answered at once");
+        };
+        assert_eq!(messages.len(), 2);
+        assert_eq!(s.take_drained_since(), Some(t0));
+        assert_eq!(s.take_drained_since(), None, "collected once");
+        // A reply without messages leaves no time behind.
+        {
+            let _at = QueuedAt::enter(t0);
+            s.offer(&Framed::from_object(b"3"), false, &mut 0);
+        }
+        s.begin_connect(t0, false, None, &timing).unwrap();
+        s.begin_connect(t0, false, None, &timing).unwrap();
+        assert_eq!(
+            s.take_drained_since(),
+            None,
+            "the last reply carried nothing"
+        );
     }
 
     #[test]

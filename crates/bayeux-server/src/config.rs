@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Log filter (`info`, `debug`, `bayeux_transport=trace`, ...), checked at start.
+    /// Log filter (`info`, `debug`, `bayeux_transport=trace`, ...), checked at start. At
+    /// `debug`, `bayeux_transport`'s `conn` span (peer; a WebSocket's transport, client id
+    /// prefix and user) and `request` span (method, path, transport, client id prefix, user)
+    /// wrap the lines logged for a connection and a request.
     pub log: LogFilter,
     /// Log line format: `text` (human-readable) or `json` (one JSON object per line).
     pub log_format: LogFormat,
@@ -45,7 +48,9 @@ pub struct ServerConfig {
     pub admin: AdminSection,
 }
 
-/// `[admin]`: an optional second listener, for operators only.
+/// `[admin]`: an optional second listener, for operators only. Its `/metrics` (or the public
+/// port's, without it) has the latency histograms `bayeux_publish_to_queued_seconds`,
+/// `bayeux_queued_to_written_seconds` and `bayeux_connect_hold_seconds` beside the counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSection {

@@ -184,7 +184,8 @@ impl App {
         &self.shutdown
     }
 
-    /// Routes one request, inside a `request` span (at `debug`: method, path, HTTP version) that
+    /// Routes one request, inside a `request` span (at `debug`: method, path, HTTP version, and
+    /// the Bayeux transport, client id prefix and user once the batch names its session) that
     /// the transport's and the voice API's events of this request belong to, and logs its end
     /// at `debug` (status, milliseconds taken, a held connect's hold included): an access log
     /// with `--log-level debug` (or `bayeux_server=debug`).
@@ -200,6 +201,9 @@ impl App {
             method = %req.method(),
             path = %req.uri().path(),
             version = ?req.version(),
+            transport = tracing::field::Empty,
+            client_id = tracing::field::Empty,
+            user = tracing::field::Empty,
         );
         // `map`, not an async block: a held connect keeps the routing future once, plus the
         // start time and the span.

@@ -153,3 +153,134 @@ fn ready_without_a_backplane_and_json_logs() {
     }
     assert_eq!(paths, ["/readyz", "/metrics"]);
 }
+
+/// POSTs a JSON batch to `path`: the status and the parsed reply.
+fn post(addr: SocketAddr, path: &str, body: &serde_json::Value) -> (u16, Vec<serde_json::Value>) {
+    let body = body.to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+/// The `{name}_count` value of a `/metrics` text.
+fn histogram_count(metrics: &str, name: &str) -> u64 {
+    let prefix = format!("{name}_count ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name}_count in:\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn latency_histograms_and_the_session_in_json_log_spans() {
+    let mut server = spawn(
+        &[
+            "--no-voice",
+            "--timeout-ms",
+            "5000",
+            "--log-format",
+            "json",
+            "--log-level",
+            "warn,bayeux_transport=debug",
+        ],
+        Stdio::piped(),
+    );
+    let addr = server.public;
+    let (_, r) = post(
+        addr,
+        "/cometd/handshake",
+        &serde_json::json!([{"channel": "/meta/handshake", "version": "1.0",
+            "supportedConnectionTypes": ["long-polling"], "id": "1"}]),
+    );
+    let id = r[0]["clientId"].as_str().expect("clientId").to_owned();
+    let connect = |n: &str| {
+        serde_json::json!([{"channel": "/meta/connect", "clientId": id,
+            "connectionType": "long-polling", "id": n}])
+    };
+    assert_eq!(post(addr, "/cometd/connect", &connect("2")).0, 200);
+    let (_, r) = post(
+        addr,
+        "/cometd",
+        &serde_json::json!([{"channel": "/meta/subscribe", "clientId": id,
+            "subscription": "/chat", "id": "3"}]),
+    );
+    assert_eq!(r[0]["successful"], true, "{r:?}");
+    // A held connect, answered by the publish that follows.
+    let held = {
+        let body = connect("4");
+        std::thread::spawn(move || post(addr, "/cometd/connect", &body))
+    };
+    let (_, m) = get(addr, "/metrics");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !get(addr, "/metrics").1.contains("bayeux_held_connects 1") {
+        assert!(Instant::now() < deadline, "the connect was not held");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for h in [
+        "bayeux_publish_to_queued_seconds",
+        "bayeux_queued_to_written_seconds",
+        "bayeux_connect_hold_seconds",
+    ] {
+        assert_eq!(histogram_count(&m, h), 0, "{h}");
+    }
+    let (_, r) = post(
+        addr,
+        "/cometd",
+        &serde_json::json!([{"channel": "/chat", "clientId": id, "data": "hi", "id": "5"}]),
+    );
+    assert_eq!(r[0]["successful"], true, "{r:?}");
+    let (status, r) = held.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(r[0]["data"], "hi", "{r:?}");
+    let (_, m) = get(addr, "/metrics");
+    assert_eq!(histogram_count(&m, "bayeux_publish_to_queued_seconds"), 1);
+    assert_eq!(histogram_count(&m, "bayeux_queued_to_written_seconds"), 1);
+    assert_eq!(histogram_count(&m, "bayeux_connect_hold_seconds"), 1);
+
+    // A `request done` line of the session carries it in its span, inside the
+    // connection's span.
+    let mut err = BufReader::new(server.child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no request line with the session"
+        );
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("the server's stderr ended");
+        }
+        let v: serde_json::Value = serde_json::from_str(line.trim()).expect("a JSON log line");
+        if v["fields"]["message"] != "request done" || v["span"]["path"] != "/cometd" {
+            continue;
+        }
+        assert_eq!(v["span"]["name"], "request", "{line}");
+        assert_eq!(v["span"]["client_id"], &id[..8], "{line}");
+        assert_eq!(v["span"]["transport"], "long-polling", "{line}");
+        assert!(!line.contains(&id), "the whole id is a secret: {line}");
+        assert_eq!(v["spans"][0]["name"], "conn", "{line}");
+        assert!(
+            v["spans"][0]["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "{line}"
+        );
+        break;
+    }
+}

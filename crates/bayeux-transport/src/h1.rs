@@ -101,6 +101,9 @@ where
         if buf.is_empty() {
             buf = BytesMut::new();
         }
+        // The request's span (at debug: `Span::none()` when off, and then no clock read).
+        let span = crate::trace::request(&head.method, head.uri.path());
+        let started = (!span.is_disabled()).then(std::time::Instant::now);
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = head.method;
         *req.uri_mut() = head.uri;
@@ -110,7 +113,10 @@ where
         if head.upgrade {
             req.extensions_mut().insert(LeanConnection);
         }
-        let mut handling = Box::pin(bayeux.handle(req));
+        let mut handling = Box::pin(tracing::Instrument::instrument(
+            bayeux.handle(req),
+            span.clone(),
+        ));
         let mut resp = 'handled: {
             if !buf.is_empty() || !watch_eof {
                 break 'handled handling.await;
@@ -129,6 +135,17 @@ where
                 },
             }
         };
+
+        if let Some(start) = started {
+            span.in_scope(|| {
+                tracing::debug!(
+                    status = resp.status().as_u16(),
+                    ms = start.elapsed().as_millis() as u64,
+                    "request done"
+                );
+            });
+        }
+        drop(span);
 
         // A WebSocket the service accepted: the `101` goes out, then the socket leaves the loop.
         if let Some(AcceptedSocket(ctx)) = resp.extensions_mut().remove::<AcceptedSocket>() {

@@ -51,6 +51,7 @@ mod server;
 mod service;
 mod shared;
 mod tls;
+mod trace;
 mod ws;
 pub mod wsframe;
 

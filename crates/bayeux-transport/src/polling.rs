@@ -227,9 +227,15 @@ async fn run_batch(shared: &Shared, ctx: &RequestContext, batch: Vec<Message>) -
     let engine = &shared.engine;
     let metrics = &shared.metrics;
     metrics.add_in(batch.len());
+    let publishes = crate::metrics::publishes(&batch);
     // The asynchronous security policy, if any, runs here without blocking the runtime.
     let batch = engine.authorize(ctx, batch).await;
-    let mut out = engine.handle_authorized(ctx, batch, Instant::now());
+    let now = Instant::now();
+    let mut out = engine.handle_authorized(ctx, batch, now);
+    metrics.published(now, publishes);
+    if let Some(s) = &out.session {
+        crate::trace::record_session(s);
+    }
     if let Some(hold) = out.hold.take() {
         let mut shutdown = shared.shutdown.clone();
         let deadline = tokio::time::Instant::from_std(hold.deadline());
@@ -238,7 +244,12 @@ async fn run_batch(shared: &Shared, ctx: &RequestContext, batch: Vec<Message>) -
             _ = tokio::time::sleep_until(deadline) => {}
             _ = stopped(&mut shutdown) => {}
         }
-        out.replies.extend(engine.finish_hold(hold, Instant::now()));
+        out.replies
+            .extend(crate::metrics::finish_hold(shared, hold));
+    }
+    // The reply is handed to the HTTP writer now: how long its oldest message waited.
+    if let Some(since) = out.session.as_ref().and_then(|s| s.take_drained_since()) {
+        metrics.queued_to_written.observe(since.elapsed());
     }
     metrics.add_out(out.replies.len());
     join_array(&out.replies)

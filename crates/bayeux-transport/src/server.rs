@@ -126,7 +126,7 @@ where
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -165,7 +165,8 @@ where
         let tracker = tracker.clone();
         let bayeux = bayeux.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        // In the connection's `tracing` span, which its WebSocket's task keeps too.
+        crate::trace::spawn_in(crate::trace::connection(peer), async move {
             let mut conn = conn;
             // TLS (feature `tls`): the handshake, then hyper for the whole connection (ALPN
             // picks HTTP/2 or HTTP/1.1); the lean loop below reads cleartext sockets only.
@@ -206,7 +207,7 @@ where
                     // themselves while the socket's task is idle.
                     let (conn, stream) = conn.into_shared();
                     let direct = ws::Direct::new(stream, shared.clone());
-                    tokio::spawn(async move {
+                    crate::trace::spawn_in(tracing::Span::current(), async move {
                         ws::run_on(&shared, conn, read, ctx, Some(direct)).await;
                         drop(tracker);
                     });

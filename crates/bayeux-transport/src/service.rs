@@ -225,7 +225,8 @@ impl BayeuxService {
             };
             let upgrade = hyper::upgrade::on(&mut req);
             let shared = self.shared.clone();
-            tokio::spawn(async move {
+            // The socket's task stays in the span of the request that opened it.
+            crate::trace::spawn_in(tracing::Span::current(), async move {
                 match upgrade.await {
                     Ok(upgraded) => {
                         let io = hyper_util::rt::TokioIo::new(upgraded);

@@ -158,12 +158,16 @@ enum Op {
 }
 
 /// The socket's one write in progress and its deadline.
-struct Writer {
+struct Writer<'a> {
     op: Op,
     /// Armed when the write first has to wait, dropped when it completes: a write the kernel
     /// takes at once (nearly all of them) costs no timer and no allocation.
     timer: Option<Pin<Box<Sleep>>>,
     deadline: Duration,
+    /// When the oldest message of the frame being written was queued, if known: observed in
+    /// `queued_to_written` when the write completes.
+    since: Option<Instant>,
+    queued_to_written: &'a crate::metrics::Histogram,
 }
 
 /// How a write ended.
@@ -263,6 +267,10 @@ impl DirectWrite for Direct {
         match self.stream.try_write_vectored(&bufs) {
             Ok(n) if n == head_len + frame.payload.len() => {
                 self.shared.metrics.add_out(1);
+                self.shared
+                    .metrics
+                    .queued_to_written
+                    .observe(Duration::ZERO);
                 DirectOutcome::Written
             }
             Ok(n) if n > 0 => {
@@ -281,7 +289,7 @@ impl DirectWrite for Direct {
     }
 }
 
-impl Writer {
+impl Writer<'_> {
     fn busy(&self) -> bool {
         !matches!(self.op, Op::Idle)
     }
@@ -335,6 +343,11 @@ impl Writer {
         match self.poll_op(io, cx) {
             Poll::Ready(r) => {
                 let waited = self.timer.take().is_some();
+                if let Some(since) = self.since.take()
+                    && r.is_ok()
+                {
+                    self.queued_to_written.observe(since.elapsed());
+                }
                 Poll::Ready(match r {
                     Err(e) => Written::Failed(e),
                     Ok(()) if waited => Written::AfterWaiting,
@@ -348,6 +361,7 @@ impl Writer {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
                 ready!(timer.as_mut().poll(cx));
                 self.timer = None;
+                self.since = None;
                 self.op = Op::Idle;
                 Poll::Ready(Written::TimedOut)
             }
@@ -384,7 +398,7 @@ pub(crate) async fn run_on<IO>(
 {
     shared.metrics.websockets.fetch_add(1, Ordering::Relaxed);
     let _gauge = Gauge(shared);
-    let engine = &shared.engine;
+    tracing::Span::current().record("transport", "websocket");
     let deflate = ctx.websocket_deflate;
     let mut parser = FrameParser::new(shared.config.max_ws_message_bytes).inflating(deflate);
     if let Some(d) = &direct {
@@ -407,10 +421,14 @@ pub(crate) async fn run_on<IO>(
     // What to write next, reused for every write: no allocation per wake-up. It only fills while
     // nothing is being written, except for the one reply of a held connect that ends meanwhile.
     let mut out: Vec<Framed> = Vec::new();
+    // When the oldest delivery staged in `out` was queued, if known (one stamp per write).
+    let mut staged_since: Option<Instant> = None;
     let mut writer = Writer {
         op: Op::Idle,
         timer: None,
         deadline: shared.config.write_deadline(),
+        since: None,
+        queued_to_written: &shared.metrics.queued_to_written,
     };
     // A pong owed to the client, and whether a ping is.
     let mut pong: Option<Bytes> = None;
@@ -481,6 +499,8 @@ pub(crate) async fn run_on<IO>(
                 let n = frame_count(&out, shared.config.max_ws_message_bytes);
                 shared.metrics.add_out(n);
                 writer.start(text_frame(&out[..n], deflate));
+                // The oldest message's wait goes with the first frame of a split.
+                writer.since = staged_since.take();
                 if n == out.len() {
                     out.clear();
                 } else {
@@ -563,7 +583,7 @@ pub(crate) async fn run_on<IO>(
             biased;
             _ = stopped(&mut shutdown), if !closing => {
                 if let Some(h) = hold.take() {
-                    out.extend(engine.finish_hold(h, Instant::now()));
+                    out.extend(finish_hold(shared, h, &mut staged_since));
                 }
                 farewell = Some(OutFrame::close(1001, "server shutting down"));
                 closing = true;
@@ -598,12 +618,12 @@ pub(crate) async fn run_on<IO>(
             event = event, if taking => match event {
                 Event::Messages => {
                     if let Some(s) = &session {
-                        s.take_messages_into(&mut out);
+                        staged_since = staged_since.or(s.take_messages_since(&mut out));
                     }
                 }
                 Event::HoldWake => {
                     if let Some(h) = hold.take() {
-                        out.extend(engine.finish_hold(h, Instant::now()));
+                        out.extend(finish_hold(shared, h, &mut staged_since));
                     }
                 }
                 Event::SessionClosed => session = None,
@@ -612,7 +632,7 @@ pub(crate) async fn run_on<IO>(
             // write), so the session is no longer held and expires normally if the socket dies.
             _ = &mut hold_timer, if deadline.is_some() => {
                 if let Some(h) = hold.take() {
-                    out.extend(engine.finish_hold(h, Instant::now()));
+                    out.extend(finish_hold(shared, h, &mut staged_since));
                 }
             }
             _ = ping.tick() => {
@@ -640,6 +660,16 @@ pub(crate) async fn run_on<IO>(
         s.clear_direct_writer(w);
     }
     let _ = tokio::time::timeout(writer.deadline, io.shutdown()).await;
+}
+
+/// Answers a held connect, recording how long it was held; when the reply carries queued
+/// messages (a session with the ack extension, whose deliveries travel in connect replies),
+/// the oldest one's queue time joins `staged_since`.
+fn finish_hold(shared: &Shared, hold: Hold, staged_since: &mut Option<Instant>) -> Vec<Framed> {
+    let session = hold.session().clone();
+    let replies = crate::metrics::finish_hold(shared, hold);
+    *staged_since = staged_since.or_else(|| session.take_drained_since());
+    replies
 }
 
 /// How many of the messages at the front of `out` go in one frame of at most `limit` bytes
@@ -688,14 +718,19 @@ async fn handle_input(
                 match decode_batch(&t, &limits) {
                     Ok(batch) => {
                         shared.metrics.add_in(batch.len());
+                        let publishes = crate::metrics::publishes(&batch);
                         // The asynchronous security policy, if any, runs here without
                         // blocking the runtime.
                         let batch = engine.authorize(ctx, batch).await;
-                        let mut outcome = engine.handle_authorized(ctx, batch, Instant::now());
+                        let now = Instant::now();
+                        let mut outcome = engine.handle_authorized(ctx, batch, now);
+                        shared.metrics.published(now, publishes);
                         if let Some(s) = outcome.session.take()
                             && !s.is_closed()
                             && session.as_ref().is_none_or(|old| !Arc::ptr_eq(old, &s))
                         {
+                            crate::trace::record_session(&s);
+                            tracing::debug!("websocket session");
                             if let Some(d) = direct {
                                 if let Some(old) = session.as_ref() {
                                     old.clear_direct_writer(d);
@@ -707,7 +742,7 @@ async fn handle_input(
                         if let Some(new) = outcome.hold.take() {
                             // The engine has already superseded the previous hold.
                             if let Some(old) = hold.replace(new) {
-                                out.extend(engine.finish_hold(old, Instant::now()));
+                                out.extend(crate::metrics::finish_hold(shared, old));
                             }
                         }
                         out.extend(outcome.replies);

@@ -101,9 +101,11 @@ where
         if buf.is_empty() {
             buf = BytesMut::new();
         }
-        // The request's span (at debug: `Span::none()` when off, and then no clock read).
-        let span = crate::trace::request(&head.method, head.uri.path());
-        let started = (!span.is_disabled()).then(std::time::Instant::now);
+        // The request's span and start, only when the span is on (at debug): a held request
+        // then carries one pointer for them.
+        let traced = Some(crate::trace::request(&head.method, head.uri.path()))
+            .filter(|span| !span.is_disabled())
+            .map(|span| Box::new((span, std::time::Instant::now())));
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = head.method;
         *req.uri_mut() = head.uri;
@@ -113,10 +115,13 @@ where
         if head.upgrade {
             req.extensions_mut().insert(LeanConnection);
         }
-        let mut handling = Box::pin(tracing::Instrument::instrument(
-            bayeux.handle(req),
-            span.clone(),
-        ));
+        let mut handling: std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>> = match &traced {
+            Some(t) => Box::pin(tracing::Instrument::instrument(
+                bayeux.handle(req),
+                t.0.clone(),
+            )),
+            None => Box::pin(bayeux.handle(req)),
+        };
         let mut resp = 'handled: {
             if !buf.is_empty() || !watch_eof {
                 break 'handled handling.await;
@@ -136,7 +141,8 @@ where
             }
         };
 
-        if let Some(start) = started {
+        if let Some(t) = traced {
+            let (span, start) = *t;
             span.in_scope(|| {
                 tracing::debug!(
                     status = resp.status().as_u16(),
@@ -145,7 +151,6 @@ where
                 );
             });
         }
-        drop(span);
 
         // A WebSocket the service accepted: the `101` goes out, then the socket leaves the loop.
         if let Some(AcceptedSocket(ctx)) = resp.extensions_mut().remove::<AcceptedSocket>() {

@@ -23,13 +23,18 @@ use bayeux_core::Session;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-/// Spawns `task` inside `span` (entered on every poll; with the span off, that is a check of
-/// an empty handle).
+/// Spawns `task` inside `span` (entered on every poll), or as it is when the span is off.
 pub(crate) fn spawn_in<F>(span: Span, task: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    tokio::spawn(task.instrument(span));
+    // Off (the default below debug), the task carries no span at all: a held connection's task
+    // stays as small as without tracing.
+    if span.is_disabled() {
+        tokio::spawn(task);
+    } else {
+        tokio::spawn(task.instrument(span));
+    }
 }
 
 /// The span of an accepted connection from `peer`.

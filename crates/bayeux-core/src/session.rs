@@ -711,24 +711,23 @@ impl Session {
         }
         if *direct > 0 && !lazy && st.writer_idle && st.queue.is_empty() {
             // `writer_idle` implies a writer and no ack extension (see `poll_messages_idle`).
-            if let Some(w) = st.direct.clone() {
-                match w.try_write(message) {
-                    DirectOutcome::Written => {
-                        *direct -= 1;
-                        return Offer::Queued;
-                    }
-                    DirectOutcome::Started => {
-                        // The writer has woken its task to finish the frame; nothing else
-                        // goes direct meanwhile.
-                        *direct -= 1;
-                        st.writer_idle = false;
-                        st.direct_started = true;
-                        return Offer::Queued;
-                    }
-                    // The socket is full: the message is queued and the task writes it, under
-                    // the write deadline.
-                    DirectOutcome::NotWritten => st.writer_idle = false,
+            match st.direct.as_ref().map(|w| w.try_write(message)) {
+                Some(DirectOutcome::Written) => {
+                    *direct -= 1;
+                    return Offer::Queued;
                 }
+                Some(DirectOutcome::Started) => {
+                    // The writer has woken its task to finish the frame; nothing else goes
+                    // direct meanwhile.
+                    *direct -= 1;
+                    st.writer_idle = false;
+                    st.direct_started = true;
+                    return Offer::Queued;
+                }
+                // The socket is full: the message is queued and the task writes it, under the
+                // write deadline.
+                Some(DirectOutcome::NotWritten) => st.writer_idle = false,
+                None => {}
             }
         }
         let unacked = st.ack.as_ref().map_or(0, |a| a.unacked.len());
@@ -1108,6 +1107,7 @@ impl Session {
             st.closed = Some(reason);
             st.direct = None;
             st.writer_idle = false;
+            st.direct_started = false;
             // Its place in the endpoint's budget is free again.
             st.endpoint_slot = None;
             st.queue = VecDeque::new();

@@ -146,6 +146,15 @@ impl OutFrame {
     fn close(code: u16, reason: &str) -> OutFrame {
         OutFrame::new(wsframe::CLOSE, wsframe::close_payload(code, reason))
     }
+
+    /// What is left to write while the header is not wholly out: the rest of the header and
+    /// the whole payload, for one vectored write.
+    fn head_and_payload(&self) -> [io::IoSlice<'_>; 2] {
+        [
+            io::IoSlice::new(&self.head[self.pos..usize::from(self.head_len)]),
+            io::IoSlice::new(&self.payload),
+        ]
+    }
 }
 
 /// What the socket is writing.
@@ -259,13 +268,9 @@ impl DirectWrite for Direct {
     fn try_write(&self, message: &Framed) -> DirectOutcome {
         let deflate = self.deflate.load(Ordering::Relaxed);
         let mut frame = text_frame(std::slice::from_ref(message), deflate);
-        let head_len = usize::from(frame.head_len);
-        let bufs = [
-            io::IoSlice::new(&frame.head[..head_len]),
-            io::IoSlice::new(&frame.payload),
-        ];
-        match self.stream.try_write_vectored(&bufs) {
-            Ok(n) if n == head_len + frame.payload.len() => {
+        let total = usize::from(frame.head_len) + frame.payload.len();
+        match self.stream.try_write_vectored(&frame.head_and_payload()) {
+            Ok(n) if n == total => {
                 self.shared.metrics.add_out(1);
                 self.shared
                     .metrics
@@ -310,11 +315,9 @@ impl Writer<'_> {
                     let total = head_len + f.payload.len();
                     while f.pos < total {
                         let n = if f.pos < head_len {
-                            let bufs = [
-                                io::IoSlice::new(&f.head[f.pos..head_len]),
-                                io::IoSlice::new(&f.payload),
-                            ];
-                            ready!(Pin::new(&mut *io).poll_write_vectored(cx, &bufs))?
+                            ready!(
+                                Pin::new(&mut *io).poll_write_vectored(cx, &f.head_and_payload())
+                            )?
                         } else {
                             ready!(
                                 Pin::new(&mut *io).poll_write(cx, &f.payload[f.pos - head_len..])

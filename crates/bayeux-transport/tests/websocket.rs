@@ -18,6 +18,15 @@ async fn server(timeout_ms: u64) -> Server {
     Server::start(engine_config(timeout_ms), TransportConfig::default()).await
 }
 
+/// Subscribes `id` to `channel` (message id `3`) and checks that it succeeded.
+async fn ws_subscribe(ws: &mut Ws, id: &str, channel: &str) {
+    ws_send(ws, &json!([subscribe_msg(id, "3", channel)])).await;
+    assert_eq!(
+        find(&ws_recv(ws).await, "/meta/subscribe")["successful"],
+        true
+    );
+}
+
 /// Collects frames for up to `within`, stopping early once `done` holds for what was received.
 async fn collect_until(
     ws: &mut Ws,
@@ -127,11 +136,7 @@ async fn waiting_messages_share_one_frame() {
         let s = server(10_000).await;
         let mut ws = ws_connect(s.addr, "/cometd").await;
         let id = ws_handshake(&mut ws).await;
-        ws_send(&mut ws, &json!([subscribe_msg(&id, "3", "/t/**")])).await;
-        assert_eq!(
-            find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"],
-            true
-        );
+        ws_subscribe(&mut ws, &id, "/t/**").await;
         let session = s.engine().session(&id).expect("the session");
         let big = "x".repeat(256 * 1024);
         let mut written_directly = 0;
@@ -258,11 +263,7 @@ async fn ack_extension_delivers_only_in_connect_replies() {
         let b0 = find(&msgs, "/meta/connect")["ext"]["ack"]
             .as_i64()
             .expect("ext.ack batch");
-        ws_send(&mut ws, &json!([subscribe_msg(&id, "3", "/acked")])).await;
-        assert_eq!(
-            find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"],
-            true
-        );
+        ws_subscribe(&mut ws, &id, "/acked").await;
 
         let mut connect = connect_msg(&id, "4", "websocket");
         connect["ext"] = json!({"ack": b0});
@@ -419,11 +420,7 @@ async fn direct_writes_and_the_task_never_interleave() {
         let s = Server::start(engine, TransportConfig::default()).await;
         let mut ws = ws_connect(s.addr, "/cometd").await;
         let id = ws_handshake(&mut ws).await;
-        ws_send(&mut ws, &json!([subscribe_msg(&id, "3", "/t/**")])).await;
-        assert_eq!(
-            find(&ws_recv(&mut ws).await, "/meta/subscribe")["successful"],
-            true
-        );
+        ws_subscribe(&mut ws, &id, "/t/**").await;
         let mut tasks = Vec::new();
         for p in 0..PUBLISHERS {
             let engine = s.engine().clone();
@@ -495,11 +492,7 @@ async fn a_session_moving_to_another_socket_keeps_its_frames_whole() {
         let s = server(10_000).await;
         let mut a = ws_connect(s.addr, "/cometd").await;
         let id = ws_handshake(&mut a).await;
-        ws_send(&mut a, &json!([subscribe_msg(&id, "3", "/m")])).await;
-        assert_eq!(
-            find(&ws_recv(&mut a).await, "/meta/subscribe")["successful"],
-            true
-        );
+        ws_subscribe(&mut a, &id, "/m").await;
         let mut b = ws_connect(s.addr, "/cometd").await;
         ws_send(&mut b, &json!([connect_msg(&id, "4", "websocket")])).await;
         let deadline = Instant::now() + STEP;

@@ -136,3 +136,49 @@ async fn churn_and_idle_complete_without_errors() {
     }
     server.stop().await;
 }
+
+/// `write-floor` measures each burst size it is given and reports a positive cost for each.
+#[test]
+fn write_floor_reports_each_burst() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_write-floor"))
+        .args(["--sockets", "20", "--writes", "2000", "--bytes", "64"])
+        .args(["--burst", "1", "--burst", "5", "--burst", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("write-floor did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("per CPU-second"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].contains("bursts of 1,") && lines[2].contains("never waits"),
+        "{out}"
+    );
+    for l in lines {
+        let per_write: f64 = l
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(per_write > 0.0, "{l}");
+    }
+}

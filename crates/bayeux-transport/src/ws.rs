@@ -269,7 +269,7 @@ impl DirectWrite for Direct {
         let deflate = self.deflate.load(Ordering::Relaxed);
         let mut frame = text_frame(std::slice::from_ref(message), deflate);
         let total = usize::from(frame.head_len) + frame.payload.len();
-        match self.stream.try_write_vectored(&frame.head_and_payload()) {
+        match crate::conn::try_send_vectored(&self.stream, &frame.head_and_payload()) {
             Ok(n) if n == total => {
                 self.shared.metrics.add_out(1);
                 self.shared

@@ -365,20 +365,20 @@ async fn idle(addr: &str, path: &str, pid: u32, offer: bool, args: &[String]) ->
     let warm = 200;
     let counter = Arc::new(AtomicU64::new(0));
     let mut held = Vec::new();
-    for _ in 0..warm {
-        let mut ws = Ws::open(addr, path, offer, counter.clone()).await?;
-        let id = ws.session().await?;
-        ws.hold(&id, 0).await?;
-        held.push(ws);
-    }
+    // Opens `n` more sessions, each with a connect held.
+    let open_held = async |n: u64, held: &mut Vec<Ws>| -> Result<(), Error> {
+        for _ in 0..n {
+            let mut ws = Ws::open(addr, path, offer, counter.clone()).await?;
+            let id = ws.session().await?;
+            ws.hold(&id, 0).await?;
+            held.push(ws);
+        }
+        Ok(())
+    };
+    open_held(warm, &mut held).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = procfs::sample(Some(pid))?;
-    for _ in 0..sessions {
-        let mut ws = Ws::open(addr, path, offer, counter.clone()).await?;
-        let id = ws.session().await?;
-        ws.hold(&id, 0).await?;
-        held.push(ws);
-    }
+    open_held(sessions, &mut held).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = procfs::sample(Some(pid))?;
     let per = (after.rss_bytes as f64 - before.rss_bytes as f64) / sessions as f64;

@@ -31,6 +31,10 @@ use tokio::io::AsyncReadExt;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// How long the writer waits on the reader (a blocked write, or bytes not read) before it gives
+/// up: the loopback reader takes a burst in microseconds.
+const STALL: Duration = Duration::from_secs(30);
+
 #[derive(Parser, Debug)]
 #[command(about = "The kernel's cost of one write per delivery on loopback, per writer CPU-second")]
 struct Args {
@@ -55,6 +59,20 @@ fn thread_cpu_ns() -> Result<u64, Error> {
     Ok(first.parse()?)
 }
 
+/// Sleeps until the reader has read `target` bytes in all (it unparks this thread then), at
+/// most [`STALL`].
+fn wait_for_reader(received: &AtomicU64, want: &AtomicU64, target: u64) -> Result<(), Error> {
+    want.store(target, Ordering::Release);
+    let give_up = Instant::now() + STALL;
+    while received.load(Ordering::Acquire) < target {
+        if Instant::now() > give_up {
+            return Err("the reader stopped reading".into());
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Error> {
     let args = Args::parse();
     if args.sockets == 0 || args.bytes == 0 || args.writes == 0 {
@@ -68,6 +86,8 @@ fn main() -> Result<(), Error> {
         let c = TcpStream::connect(addr)?;
         let (s, _) = listener.accept()?;
         s.set_nodelay(true)?;
+        // A reader that stopped would otherwise leave the writer blocked for good.
+        s.set_write_timeout(Some(STALL))?;
         c.set_nonblocking(true)?;
         server_side.push(s);
         client_side.push(c);
@@ -121,24 +141,12 @@ fn main() -> Result<(), Error> {
             }
             written += b;
             if burst > 0 {
-                let target = start_bytes + written * bytes;
-                want.store(target, Ordering::Release);
-                while received.load(Ordering::Acquire) < target {
-                    std::thread::park_timeout(Duration::from_secs(1));
-                }
+                wait_for_reader(&received, &want, start_bytes + written * bytes)?;
             }
         }
         let cpu = thread_cpu_ns()? - cpu0;
         // Let the reader finish before the next line.
-        let target = start_bytes + written * bytes;
-        want.store(target, Ordering::Release);
-        let give_up = Instant::now() + Duration::from_secs(30);
-        while received.load(Ordering::Acquire) < target {
-            if Instant::now() > give_up {
-                return Err("the reader stopped reading".into());
-            }
-            std::thread::park_timeout(Duration::from_millis(10));
-        }
+        wait_for_reader(&received, &want, start_bytes + written * bytes)?;
         let per_write = cpu as f64 / written as f64;
         let label = if burst == 0 {
             "never waits (reader never sleeps)".to_string()

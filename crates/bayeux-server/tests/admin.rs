@@ -63,15 +63,11 @@ fn spawn(args: &[&str], stderr: Stdio) -> Server {
     }
 }
 
-/// GET `path`: status and body.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+/// Sends `request` (with `Connection: close`) and returns the status and the body.
+fn exchange(addr: SocketAddr, request: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    s.write_all(request.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let status = out
@@ -81,6 +77,14 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or(0);
     let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
     (status, body)
+}
+
+/// GET `path`: status and body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    exchange(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 #[test]
@@ -157,23 +161,14 @@ fn ready_without_a_backplane_and_json_logs() {
 /// POSTs a JSON batch to `path`: the status and the parsed reply.
 fn post(addr: SocketAddr, path: &str, body: &serde_json::Value) -> (u16, Vec<serde_json::Value>) {
     let body = body.to_string();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or_default())
+    let (status, reply) = exchange(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    (status, serde_json::from_str(&reply).unwrap_or_default())
 }
 
 /// The `{name}_count` value of a `/metrics` text.

@@ -351,7 +351,15 @@ mod tests {
     const M: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
 
     fn parse_all(bytes: &[u8], max: usize, step: usize) -> Result<Vec<Incoming>, FrameError> {
-        let mut p = FrameParser::new(max);
+        parse_with(FrameParser::new(max), bytes, step)
+    }
+
+    /// Feeds `bytes` to `p` `step` bytes at a time; every byte must be taken.
+    fn parse_with(
+        mut p: FrameParser,
+        bytes: &[u8],
+        step: usize,
+    ) -> Result<Vec<Incoming>, FrameError> {
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         for piece in bytes.chunks(step.max(1)) {
@@ -464,17 +472,7 @@ mod tests {
     }
 
     fn parse_inflating(bytes: &[u8], max: usize, step: usize) -> Result<Vec<Incoming>, FrameError> {
-        let mut p = FrameParser::new(max).inflating(true);
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        for piece in bytes.chunks(step.max(1)) {
-            buf.extend_from_slice(piece);
-            while let Some(m) = p.next(&mut buf)? {
-                out.push(m);
-            }
-        }
-        assert!(buf.is_empty(), "bytes left over");
-        Ok(out)
+        parse_with(FrameParser::new(max).inflating(true), bytes, step)
     }
 
     #[test]

@@ -353,53 +353,35 @@ async fn what_closes_a_compressed_socket() {
         })
         .await;
         let open = || Raw::open(s.addr, "/cometd", &["permessage-deflate"]);
+        // The close code a fresh compressed socket answers `bytes` with.
+        let close_code = async |bytes: &[u8]| {
+            let (mut raw, _) = open().await;
+            raw.write(bytes).await;
+            raw.close_code().await
+        };
         let hs = json!([handshake_msg("1", &["websocket"])]).to_string();
         let z = deflate(hs.as_bytes());
+        let text = |payload: &[u8]| client_frame_rsv1(true, wsframe::TEXT, true, payload, MASK);
 
         // RSV1 on a continuation frame.
-        let (mut raw, _) = open().await;
         let mut bytes = client_frame_rsv1(false, wsframe::TEXT, true, &z[..4], MASK);
         bytes.extend(client_frame_rsv1(true, 0, true, &z[4..], MASK));
-        raw.write(&bytes).await;
-        assert_eq!(raw.close_code().await, 1002);
+        assert_eq!(close_code(&bytes).await, 1002);
 
         // RSV1 on a ping.
-        let (mut raw, _) = open().await;
-        raw.write(&client_frame_rsv1(true, wsframe::PING, true, b"", MASK))
-            .await;
-        assert_eq!(raw.close_code().await, 1002);
+        let ping = client_frame_rsv1(true, wsframe::PING, true, b"", MASK);
+        assert_eq!(close_code(&ping).await, 1002);
 
         // Not deflate data (a reserved block type).
-        let (mut raw, _) = open().await;
-        raw.write(&client_frame_rsv1(
-            true,
-            wsframe::TEXT,
-            true,
-            &[0xff, 0xff, 0x00],
-            MASK,
-        ))
-        .await;
-        assert_eq!(raw.close_code().await, 1007);
+        assert_eq!(close_code(&text(&[0xff, 0xff, 0x00])).await, 1007);
 
         // A bomb: 100 bytes on the wire, 1 MiB inflated, over the 64 KiB limit.
-        let (mut raw, _) = open().await;
         let bomb = deflate(&vec![b' '; 1 << 20]);
         assert!(bomb.len() < 2048, "{}", bomb.len());
-        raw.write(&client_frame_rsv1(true, wsframe::TEXT, true, &bomb, MASK))
-            .await;
-        assert_eq!(raw.close_code().await, 1009);
+        assert_eq!(close_code(&text(&bomb)).await, 1009);
 
         // Inflating to text that is not UTF-8.
-        let (mut raw, _) = open().await;
-        raw.write(&client_frame_rsv1(
-            true,
-            wsframe::TEXT,
-            true,
-            &deflate(b"[\xff]"),
-            MASK,
-        ))
-        .await;
-        assert_eq!(raw.close_code().await, 1007);
+        assert_eq!(close_code(&text(&deflate(b"[\xff]"))).await, 1007);
 
         // Without the extension, RSV1 is a protocol error.
         let (mut raw, ext) = Raw::open(s.addr, "/cometd", &[]).await;

@@ -52,8 +52,11 @@ struct Args {
     bursts: Vec<usize>,
 }
 
-/// Nanoseconds this thread has run, from `/proc/thread-self/schedstat`.
+/// Nanoseconds this thread has run, from `/proc/thread-self/schedstat`. The kernel brings a
+/// running thread's figure up to date only at a tick or a scheduling call, so this yields first
+/// (which makes it account the time run so far).
 fn thread_cpu_ns() -> Result<u64, Error> {
+    std::thread::yield_now();
     let s = std::fs::read_to_string("/proc/thread-self/schedstat")?;
     let first = s.split_whitespace().next().ok_or("empty schedstat")?;
     Ok(first.parse()?)
